@@ -1,0 +1,35 @@
+# LesionAI: the two commands are `make demo` and `make test`.
+# Each creates .venv if it is absent and installs what it needs.
+#
+# TORCH_SPEC pins the CPU wheel that lies on disk on the team's machines. On a machine with
+# an NVIDIA GPU install a CUDA build instead, e.g.
+#   make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128" test
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.lesionai-installed
+
+.PHONY: install demo test lint clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.[test,mrml]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lesionai demo --out demo-output
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest Testing
+
+clean:
+	rm -rf demo-output .pytest_cache
