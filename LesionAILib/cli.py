@@ -1,0 +1,242 @@
+"""The ``lesionai`` command line.
+
+Every subcommand sits on top of LesionAILib like any other client. User mistakes end in one
+line on stderr (``lesionai: error: <path>: <what> (<fix>)``) and exit status 2; ``--debug``
+shows the traceback of unexpected failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import LesionAIError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+# --------------------------------------------------------------------------- shared helpers
+def _parse_overrides(values: Sequence[str] | None) -> dict[str, str]:
+    overrides = {}
+    for value in values or []:
+        role, sep, series = value.partition("=")
+        if not sep or not series:
+            raise LesionAIError(f"--series expects ROLE=NUMBER_OR_UID, got {value!r}", hint="e.g. --series t2w=10")
+        overrides[role.strip()] = series.strip()
+    return overrides
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser, nargs: str = "?") -> None:
+    parser.add_argument(
+        "study",
+        nargs=nargs,
+        help="DICOM study folder (any nesting) or PI-CAI case folder (<patient>_<study>_{t2w,adc,hbv}.mha)",
+    )
+    parser.add_argument("--t2w", metavar="FILE", help="axial T2 image file (.nii/.nii.gz/.mha/.mhd/.nrrd)")
+    parser.add_argument("--adc", metavar="FILE", help="ADC map file (µm²/s; mm²/s is detected and rescaled)")
+    parser.add_argument("--hbv", metavar="FILE", help="high b-value DWI file")
+    parser.add_argument(
+        "--series",
+        action="append",
+        metavar="ROLE=SERIES",
+        help="choose a DICOM series for a role by series number or SeriesInstanceUID, e.g. --series t2w=10 "
+        "(repeatable; always wins over the automatic choice)",
+    )
+
+
+def _open_study(args, study: str | None = None):
+    from .studies import open_case
+
+    files = {"t2w": args.t2w, "adc": args.adc, "hbv": args.hbv}
+    return open_case(study if study is not None else args.study, _parse_overrides(args.series), files)
+
+
+def _progress(total: int, description: str, enabled: bool = True):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="case", disable=not enabled or total <= 1, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- inspect
+def _cmd_inspect(args) -> int:
+    from .studies import ROLES, inspect_study
+
+    path = Path(args.study)
+    overrides = _parse_overrides(args.series)
+    try:
+        report = inspect_study(path, overrides)
+    except LesionAIError as error:
+        if args.json:
+            print(json.dumps({"path": str(path), "error": str(error)}, indent=2))
+        raise
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(f"Study {report.path}  patient {report.patient_id or '?'}  study {report.study_id or '?'}")
+    print(f"{'series':>6}  {'description':<38} {'plane':<9} {'slices':>6}  {'role':<4}  note")
+    for series in report.series:
+        number = "?" if series.number is None else str(series.number)
+        print(
+            f"{number:>6}  {series.description[:38]:<38} {series.plane:<9} {series.slices:>6}  "
+            f"{series.role or '':<4}  {series.note}"
+        )
+    for skipped in report.skipped_files:
+        print(f"skipped {skipped.path}: {skipped.reason}")
+    print()
+    for role in ROLES:
+        source = report.roles[role]
+        print(f"{role}: series {source.series_number} ({source.series_description}) — {source.reason}")
+    return 0
+
+
+# --------------------------------------------------------------------------- preprocess
+def _cmd_preprocess(args) -> int:
+    from .geometry import Grid
+    from .io_utils import write_image_atomic, write_json_atomic
+    from .preprocessing import PreprocessConfig, preprocess
+    from .rendering import sequence_panels
+
+    studies = args.study or [None]
+    config = PreprocessConfig(shape=tuple(args.shape), spacing=tuple(args.spacing))
+    out = Path(args.out)
+    bar = _progress(len(studies), "preprocess")
+    for study in studies:
+        case = _open_study(args, study)
+        prepared = preprocess(case, config, center_lps=args.center, device=args.device)
+        folder = out / case.case_id if len(studies) > 1 else out
+        arrays = {}
+        for role in prepared.roles:
+            array = prepared.channel(role).cpu().numpy()
+            arrays[role] = array
+            write_image_atomic(prepared.grid.image_from_array(array), folder / f"{role}.nii.gz")
+        write_json_atomic(
+            folder / "preprocess.json",
+            {
+                "case": case.metadata(),
+                "config": config.to_dict(),
+                "target_grid": prepared.grid.to_dict(),
+                "t2_grid": Grid.to_dict(prepared.t2_grid),
+                "normalisation": prepared.normalisation,
+                "coordinates": "LPS mm; shape/spacing in (Z, Y, X) order",
+            },
+        )
+        sequence_panels(
+            [arrays[r] for r in prepared.roles],
+            [f"{r} (normalised)" for r in prepared.roles],
+            folder / "preprocessed.png",
+            suptitle=f"{case.case_id}: target grid {prepared.grid.shape} voxels at {prepared.grid.spacing} mm",
+        )
+        bar.update(1)
+        if len(studies) == 1:
+            print(f"wrote {folder}/{{t2w,adc,hbv}}.nii.gz, preprocess.json, preprocessed.png")
+    bar.close()
+    if len(studies) > 1:
+        print(f"wrote {len(studies)} cases under {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- phantom
+def _cmd_phantom(args) -> int:
+    from .phantom import write_cohort
+
+    bar = _progress(args.cases, f"phantom site {args.site}")
+
+    def progress(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    ids = write_cohort(Path(args.out), args.cases, site=args.site, seed=args.seed, progress=progress)
+    bar.close()
+    print(f"wrote {len(ids)} synthetic case(s) of site {args.site} (seed {args.seed}) to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lesionai",
+        description="LesionAI: prostate mpMRI lesion localization and classification. "
+        "Physical coordinates are LPS millimetres unless an option says RAS.",
+    )
+    parser.add_argument("--version", action="version", version=f"lesionai {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="list a study's series and the T2/ADC/high-b roles chosen, with the reason",
+        description="Read a DICOM study's headers, list every series and say which one is taken as T2, ADC "
+        "and high-b, and why. Exits non-zero if a role cannot be filled or a chosen series is broken.",
+    )
+    inspect.add_argument("study", help="DICOM study folder")
+    inspect.add_argument("--series", action="append", metavar="ROLE=SERIES", help="override a role, e.g. t2w=10")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    inspect.set_defaults(handler=_cmd_inspect)
+
+    prep = commands.add_parser(
+        "preprocess",
+        help="resample T2/ADC/high-b into one grid and normalise them",
+        description="Resample every sequence into the T2-aligned target grid (physical space, oblique "
+        "directions honoured) and normalise intensities; writes NIfTI volumes, a JSON record and a PNG.",
+    )
+    _add_study_arguments(prep, nargs="*")
+    prep.add_argument("--out", required=True, help="output folder")
+    prep.add_argument("--shape", type=int, nargs=3, default=(20, 256, 256), metavar=("Z", "Y", "X"))
+    prep.add_argument("--spacing", type=float, nargs=3, default=(3.0, 0.5, 0.5), metavar=("Z", "Y", "X"))
+    prep.add_argument("--center", type=float, nargs=3, metavar=("X", "Y", "Z"), help="grid centre, LPS mm")
+    prep.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    prep.set_defaults(handler=_cmd_preprocess)
+
+    phantom = commands.add_parser(
+        "phantom",
+        help="generate a synthetic mpMRI cohort in the PI-CAI layout",
+        description="Generate synthetic prostate mpMRI cases (T2, ADC, high-b on their own oblique grids, "
+        "lesion masks and grades) for one acquisition site, deterministically from the seed.",
+    )
+    phantom.add_argument("--out", required=True, help="output folder (PI-CAI layout)")
+    phantom.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
+    phantom.add_argument("--site", default="A", help="acquisition profile: A, B, C or D (default A)")
+    phantom.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    phantom.set_defaults(handler=_cmd_phantom)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return int(args.handler(args) or 0)
+    except LesionAIError as error:
+        print(f"lesionai: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("lesionai: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:
+        if args.debug:
+            raise
+        print(f"lesionai: error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as error:  # a bug, not a user mistake: one line unless --debug
+        if args.debug:
+            raise
+        print(
+            f"lesionai: internal error: {type(error).__name__}: {error} (rerun with --debug and report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

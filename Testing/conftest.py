@@ -1,0 +1,57 @@
+"""Shared fixtures: where the real data lives, and cases opened once per session.
+
+Real data is read from ``../shared/data`` relative to the project root (or ``$LESIONAI_SHARED_DATA``).
+Tests that need it skip with a reason when it is absent, and fail when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LESIONAI_SHARED_DATA", ROOT.parent / "shared" / "data"))
+PROSTATEX = SHARED_DATA / "prostatex"
+FINDINGS = SHARED_DATA / "prostatex-findings"
+
+# The ProstateX-0000 finding (data README): LPS mm, and its continuous index (i, j, k) in T2 and ADC.
+FINDING_0000_LPS = (25.7457, 31.8707, -38.511)
+FINDING_0000_T2_IJK = (166.8, 223.9, 8.5)
+FINDING_0000_ADC_IJK = (35.7, 72.0, 8.5)
+FINDING_0001_LPS = (-40.5367, 29.3207, -16.7077)
+
+
+def require(path: Path) -> Path:
+    """Return ``path`` if it exists; otherwise skip (or fail under CI=true) with the reason."""
+    if path.exists():
+        return path
+    message = f"shared test data not found at {path} (set LESIONAI_SHARED_DATA or check out ../shared)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def prostatex_dir() -> Path:
+    return require(PROSTATEX)
+
+
+@pytest.fixture(scope="session")
+def findings_dir() -> Path:
+    return require(FINDINGS)
+
+
+@pytest.fixture(scope="session")
+def case_0000(prostatex_dir):
+    from LesionAILib.studies import open_dicom_study
+
+    return open_dicom_study(prostatex_dir / "ProstateX-0000")
+
+
+@pytest.fixture(scope="session")
+def case_0001(prostatex_dir):
+    from LesionAILib.studies import open_dicom_study
+
+    return open_dicom_study(prostatex_dir / "ProstateX-0001")
