@@ -1,10 +1,18 @@
 """Lesion candidates from a combined localization map.
 
-Candidates are extracted with ``report_guided_annotation.extract_lesion_candidates`` — the
-dynamic thresholding the PI-CAI tools use: repeatedly take the highest remaining peak, keep the
-connected region above peak / 2.5 (at least ``min_voxels`` voxels), up to ``max_candidates``,
-skipping regions that touch one already taken. Each candidate gets its peak (the localization
+The extraction is the dynamic thresholding of the PI-CAI tools (``report_guided_annotation``'s
+``extract_lesion_candidates(threshold="dynamic-v2")``): repeatedly take the highest remaining peak,
+keep the 26-connected region of voxels ≥ peak / 2.5 that contains it (regions of ≤ ``min_voxels``
+voxels are discarded), up to ``max_candidates``, skipping a region that touches one already taken,
+and stop when the remaining maximum is below 0.01. Each candidate gets its peak (the localization
 score), volume, and centre (centroid of its region) in the model grid, LPS and RAS.
+
+Why our own implementation of the same algorithm: the library loops over every connected blob
+with whole-volume operations in every iteration, which costs O(blobs × voxels). On a noisy or
+out-of-distribution map that is 14 s per 20 × 96 × 96 case (measured here); ours uses labelled
+statistics (``bincount``, ``ndimage.maximum``) and takes milliseconds. ``Testing/test_candidates.py``
+checks that both give identical candidates, confidences and regions on varied maps. We follow the
+library's version 2 (its version 1 can return background as a zero-confidence candidate).
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from report_guided_annotation import extract_lesion_candidates
+from scipy import ndimage
 
 from .geometry import Grid, lps_to_ras
 
@@ -62,36 +70,86 @@ class Candidate:
         }
 
 
+_CONNECTIVITY = np.ones((3, 3, 3), bool)
+
+
+def _static_blobs(working: np.ndarray, threshold: float, min_voxels: int) -> np.ndarray:
+    """Every 26-connected region of ``working ≥ threshold`` larger than ``min_voxels``, filled with its maximum."""
+    clipped = np.where(working >= threshold, working, 0.0)
+    labels, count = ndimage.label(clipped > 0, structure=_CONNECTIVITY)
+    if count == 0:
+        return clipped * 0.0
+    inside = labels > 0
+    members = labels[inside]
+    sizes = np.bincount(members, minlength=count + 1)
+    maxima = np.zeros(count + 1)
+    np.maximum.at(maxima, members, clipped[inside])
+    lookup = np.where(sizes > min_voxels, maxima, 0.0)
+    lookup[0] = 0.0
+    return lookup[labels]
+
+
+def dynamic_candidates(
+    heatmap: np.ndarray,
+    min_voxels: int = 10,
+    max_candidates: int = 5,
+    threshold_factor: float = 2.5,
+    stop_below: float = 0.01,
+) -> tuple[list[tuple[int, float]], np.ndarray]:
+    """PI-CAI dynamic candidate extraction (``report_guided_annotation`` "dynamic-v2", same results).
+
+    Args:
+        heatmap: [Z, Y, X] map in [0, 1].
+
+    Returns:
+        (``[(label, confidence), ...]`` in extraction order, [Z, Y, X] int32 label map).
+    """
+    working = np.array(heatmap, dtype=np.float64)
+    taken = np.zeros(working.shape, bool)
+    near_taken = taken.copy()  # taken regions grown by one voxel (26-neighbourhood)
+    labels = np.zeros(working.shape, np.int32)
+    confidences: list[tuple[int, float]] = []
+    while len(confidences) < max_candidates:
+        index = len(confidences) + 1
+        peak = working.max()
+        if peak < stop_below:
+            break
+        threshold = peak / threshold_factor
+        blobs = _static_blobs(working, threshold, min_voxels)
+        peak = blobs.max()
+        if peak == 0:  # only regions too small to keep: drop them and go on
+            working[working > threshold] = 0.0
+            continue
+        region, _ = ndimage.label(blobs == peak, structure=_CONNECTIVITY)
+        region = region == 1
+        if not (region & near_taken).any():
+            taken |= region
+            near_taken = ndimage.binary_dilation(taken, structure=_CONNECTIVITY)
+            labels[region] = index
+            confidences.append((index, float(peak)))
+        working[region] = 0.0
+    return confidences, labels
+
+
 def extract_candidates(
     heatmap: np.ndarray,
     grid: Grid,
     min_voxels: int = 10,
     max_candidates: int = 5,
-    threshold: str | float = "dynamic",
-    min_peak: float = 0.01,
 ) -> tuple[list[Candidate], np.ndarray]:
     """Candidates of a combined map.
 
     Args:
         heatmap: [Z, Y, X] combined localization map in [0, 1] on ``grid``.
         grid: its geometry (LPS mm).
-        min_voxels: smallest region kept.
+        min_voxels: regions of at most this many voxels are discarded.
         max_candidates: at most this many.
-        threshold: ``"dynamic"`` (PI-CAI) or a fixed value.
-        min_peak: ignore peaks below this.
 
     Returns:
-        (candidates sorted by peak, highest first; [Z, Y, X] int32 label map of their regions)
+        (candidates sorted by peak, highest first; [Z, Y, X] int32 label map of their regions,
+        labelled by ``candidate_id``)
     """
-    values = np.asarray(heatmap, dtype=np.float64)
-    values = np.where(values >= min_peak, values, 0.0)
-    _, confidences, labels = extract_lesion_candidates(
-        values,
-        threshold=threshold,
-        min_voxels_detection=min_voxels,
-        num_lesions_to_extract=max_candidates,
-    )
-    labels = np.asarray(labels, dtype=np.int32)
+    confidences, labels = dynamic_candidates(heatmap, min_voxels, max_candidates)
     ordered = sorted(confidences, key=lambda item: -item[1])
     relabelled = np.zeros_like(labels)
     candidates = []
