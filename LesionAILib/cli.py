@@ -156,6 +156,123 @@ def _cmd_phantom(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- analyze / demo
+def _analyzer(args):
+    from .analysis import Analyzer
+
+    return Analyzer(args.model, device=args.device, tta=args.tta)
+
+
+def _analyze_and_write(analyzer, case, out: Path, quiet: bool = False) -> None:
+    from .reports import candidate_table, write_result
+
+    result = analyzer.analyze(case)
+    write_result(result, case, out)
+    if not quiet:
+        print(
+            f"{result.case_id}: case score {result.case_score:.3f} ({len(result.candidates)} candidates) — "
+            f"model: {result.model_name}"
+        )
+        print(candidate_table(result))
+        print(
+            f"wrote {out}/ (heatmap.nii.gz/.nrrd, detection_map, candidates.csv/.json, PNGs) "
+            f"in {result.timings['total']:.2f} s on {result.device}"
+        )
+
+
+def _cmd_analyze(args) -> int:
+    studies = args.study or [None]
+    analyzer = _analyzer(args)
+    out = Path(args.out)
+    if len(studies) == 1:
+        _analyze_and_write(analyzer, _open_study(args, studies[0]), out)
+        return 0
+    bar = _progress(len(studies), "analyze")
+    failures = []
+    for study in studies:
+        try:
+            case = _open_study(args, study)
+            _analyze_and_write(analyzer, case, out / case.case_id, quiet=True)
+        except LesionAIError as error:
+            failures.append(str(error))
+        bar.update(1)
+    bar.close()
+    print(f"analysed {len(studies) - len(failures)} of {len(studies)} studies into {out}")
+    for failure in failures:
+        print(f"lesionai: error: {failure}", file=sys.stderr)
+    return EXIT_USER_ERROR if failures else 0
+
+
+def _cmd_demo(args) -> int:
+    from .modelfile import DEMO_NOTICE
+    from .preprocessing import preprocess
+    from .rendering import sequence_panels
+    from .studies import open_case
+
+    out = Path(args.out)
+    analyzer = _analyzer(args)
+    if args.study:
+        case = _open_study(args, args.study)
+        print(
+            f"Analysing {args.study} with the bundled model. {DEMO_NOTICE}: on real studies its output is "
+            "not clinically meaningful; this shows the workflow and the geometry."
+        )
+    else:
+        from .phantom import generate_case, write_case
+
+        phantom = generate_case(seed=args.seed, site="A", index=0)
+        write_case(phantom, out / "phantom-case")
+        case = open_case(out / "phantom-case" / "images" / phantom.patient_id)
+        truth = ", ".join(f"GG{l.grade_group} {l.kind} in {l.zone} ({l.diameter_mm:.0f} mm)" for l in phantom.lesions)
+        print(
+            f"Generated synthetic case {phantom.case_id} (site A, seed {args.seed}) in {out / 'phantom-case'}; "
+            f"ground truth: {truth or 'no lesion'}"
+        )
+    prepared = preprocess(case, analyzer.metadata.preprocess, device=analyzer.device)
+    sequence_panels(
+        [prepared.channel(r).cpu().numpy() for r in prepared.roles],
+        [f"{r} (normalised)" for r in prepared.roles],
+        out / "preprocessed.png",
+        suptitle=f"{case.case_id}: model grid {prepared.grid.shape} at {prepared.grid.spacing} mm",
+    )
+    _analyze_and_write(analyzer, case, out)
+    return 0
+
+
+# --------------------------------------------------------------------------- train
+def _cmd_train(args) -> int:
+    from .jobs import EventLog
+    from .training import Trainer, load_config
+
+    config = load_config(args.config)
+    if args.device:
+        config.device = args.device
+    run = Path(args.run)
+    events = EventLog(run / "progress.jsonl", echo=args.json_events, bar=not args.json_events and sys.stderr.isatty())
+    model = Trainer(config, run, events).run(args.phase, args.out)
+    print(f"model written to {model}")
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_folders
+
+    result = evaluate_folders(
+        args.predictions,
+        args.labels,
+        out_json=args.json,
+        plots_dir=args.plots,
+        sites=args.sites,
+        bootstrap=args.bootstrap,
+        allow_missing=args.allow_missing,
+    )
+    print(result.table())
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -203,7 +320,64 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--site", default="A", help="acquisition profile: A, B, C or D (default A)")
     phantom.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     phantom.set_defaults(handler=_cmd_phantom)
+    analyze = commands.add_parser(
+        "analyze",
+        help="find and grade lesion candidates in one or more studies",
+        description="Preprocess, localize, extract candidates, classify them and write the heatmap, detection "
+        "map and candidate table in the T2 series' geometry (loadable in 3D Slicer), plus PNGs.",
+    )
+    _add_study_arguments(analyze, nargs="*")
+    _add_model_arguments(analyze)
+    analyze.add_argument("--out", required=True, help="output folder (one subfolder per study when several)")
+    analyze.set_defaults(handler=_cmd_analyze)
+
+    demo = commands.add_parser(
+        "demo",
+        help="analyze a generated synthetic case (or a given study) with the bundled model",
+        description="Without a study: generate a synthetic mpMRI case, analyze it with the bundled demo model, "
+        "print the candidate table and write every output. With a study: analyze that.",
+    )
+    _add_study_arguments(demo)
+    _add_model_arguments(demo)
+    demo.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+    demo.add_argument("--seed", type=int, default=2026, help="seed of the generated case")
+    demo.set_defaults(handler=_cmd_demo)
+
+    train = commands.add_parser(
+        "train",
+        help="train the localization (phase 1) and classification (phase 2) networks",
+        description="Two-phase joint training from a JSON configuration (see Resources/Configs/). Checkpoints "
+        "every epoch into --run and resumes there after an interruption.",
+    )
+    train.add_argument("--config", required=True, help="training configuration (JSON)")
+    train.add_argument("--run", required=True, help="run folder: checkpoints, progress.jsonl, best models")
+    train.add_argument("--phase", choices=("1", "2", "both"), default="both")
+    train.add_argument("--out", help="final model file (default RUN/model.safetensors)")
+    train.add_argument("--device", help="override the configuration's device (auto, cpu, cuda)")
+    train.add_argument("--json-events", action="store_true", help="print progress as JSON lines on stdout")
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="lesion- and case-level metrics (PI-CAI definitions, via picai-eval)",
+        description="Pair detection maps and labels by file stem (.nii.gz/.nii/.mha/.nrrd), check their "
+        "geometry, and report AP, AUROC, ranking score and FROC sensitivities with bootstrap intervals.",
+    )
+    evaluate.add_argument("predictions", help="folder of detection maps (one value per candidate region)")
+    evaluate.add_argument("labels", help="folder of lesion masks (binary or ISUP-valued)")
+    evaluate.add_argument("--json", help="write the metrics as JSON here")
+    evaluate.add_argument("--plots", help="folder for FROC and ROC PNGs")
+    evaluate.add_argument("--sites", help="CSV mapping case_id to site (or a PI-CAI marksheet)")
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs")
+    evaluate.add_argument("--allow-missing", action="store_true", help="score labels without a prediction as empty")
+    evaluate.set_defaults(handler=_cmd_evaluate)
     return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model file (.safetensors); default: the bundled demo model")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation (left-right mirror)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

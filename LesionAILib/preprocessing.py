@@ -153,40 +153,51 @@ def target_grid(t2_grid: Grid, config: PreprocessConfig, center_lps: Sequence[fl
     return aligned_grid(t2_grid, config.shape, config.spacing, center_lps, snap=True)
 
 
-def _percentiles(volume: torch.Tensor, inside: torch.Tensor, low: float, high: float) -> torch.Tensor | None:
+def _percentiles(volume, inside, low: float, high: float) -> tuple[float, float] | None:
     """The ``low`` and ``high`` percentiles of ``volume`` inside ``inside`` (None if < 16 voxels).
 
     Estimated on an evenly strided subsample of at most ``_MAX_STATISTIC_SAMPLES`` voxels.
     """
-    step = max(1, volume.numel() // _MAX_STATISTIC_SAMPLES)
+    step = max(1, int(np.prod(volume.shape)) // _MAX_STATISTIC_SAMPLES)
     values = volume.reshape(-1)[::step][inside.reshape(-1)[::step]]
-    if values.numel() < 16:
+    if values.shape[0] < 16:
         return None
-    if values.device.type == "cpu":  # numpy's partition-based percentile is several times faster here
-        return torch.from_numpy(np.percentile(values.numpy(), [low, high]).astype(np.float32))
-    return torch.quantile(values, torch.tensor([low / 100, high / 100], device=values.device))
+    if isinstance(values, np.ndarray):
+        bounds = np.percentile(values, [low, high])
+    else:
+        bounds = torch.quantile(values, torch.tensor([low / 100, high / 100], device=values.device)).tolist()
+    return float(bounds[0]), float(bounds[1])
 
 
-def normalise(volume: torch.Tensor, inside: torch.Tensor, config: IntensityConfig) -> tuple[torch.Tensor, dict]:
-    """Normalise one channel. ``volume`` [Z, Y, X] float32; ``inside`` [Z, Y, X] bool (statistics region).
+def normalise(volume, inside, config: IntensityConfig) -> tuple[np.ndarray | torch.Tensor, dict]:
+    """Normalise one channel in place where possible.
 
-    Returns the normalised volume (0 outside ``inside``) and the parameters applied.
+    Args:
+        volume: [Z, Y, X] float32, a numpy array (CPU path) or a torch tensor (any device); the
+            same arithmetic runs on both, so CPU and GPU give the same numbers.
+        inside: [Z, Y, X] bool of the same kind, the voxels the series covers (statistics region).
+        config: the role's normalisation.
+
+    Returns:
+        the normalised volume (0 outside ``inside``) and the parameters applied.
     """
     if config.method == "scale":
         out = volume * config.scale + config.offset
         if config.clip is not None:
-            out = out.clamp_(config.clip[0], config.clip[1])
-        return out.mul_(inside), {"scale": config.scale, "offset": config.offset}
+            out = out.clip(config.clip[0], config.clip[1])
+        return out * inside, {"scale": config.scale, "offset": config.offset}
     bounds = _percentiles(volume, inside, config.low, config.high)
     if bounds is None:
-        return torch.zeros_like(volume), {"low": 0.0, "high": 0.0, "mean": 0.0, "std": 1.0}
-    low, high = float(bounds[0]), float(bounds[1])
-    clipped = volume.clamp(low, high)
-    count = inside.sum()
-    mean = (clipped * inside).sum() / count
-    variance = (((clipped - mean) * inside) ** 2).sum() / count.clamp(min=2)
-    mean, std = float(mean), max(float(variance.sqrt()), 1e-6 * max(abs(high), 1.0))
-    return clipped.sub_(mean).div_(std).mul_(inside), {"low": low, "high": high, "mean": mean, "std": std}
+        return volume * 0, {"low": 0.0, "high": 0.0, "mean": 0.0, "std": 1.0}
+    low, high = bounds
+    out = volume.clip(low, high) * inside
+    count = max(float(inside.sum()), 2.0)
+    mean = float(out.sum()) / count
+    out -= mean
+    out *= inside
+    std = max(float((out * out).sum() / count) ** 0.5, 1e-6 * max(abs(high), 1.0))
+    out /= std
+    return out, {"low": low, "high": high, "mean": mean, "std": std}
 
 
 def preprocess(
@@ -209,20 +220,29 @@ def preprocess(
     device = resolve_device(device)
     t2_grid = case.grid("t2w")
     grid = target_grid(t2_grid, config, center_lps)
-    channels, fovs, parameters = [], [], {}
-    for role in config.roles:
-        image = case.image(role)
-        resampled, inside = resample_image_with_fov(image, grid, "linear", device, backend)
-        normalised, applied = normalise(resampled, inside, config.intensity[role])
-        channels.append(normalised)
-        fovs.append(inside)
-        parameters[role] = applied
+    # On a CPU the elementwise work runs in numpy (single-threaded, predictable when other
+    # processes load the cores); on CUDA the same arithmetic runs on torch tensors.
+    on_cpu = device.type == "cpu"
+    channels = len(config.roles)
+    image = np.empty((channels, *grid.shape), np.float32) if on_cpu else None
+    fov = np.empty((channels, *grid.shape), bool) if on_cpu else None
+    gpu_channels, gpu_fov, parameters = [], [], {}
+    for index, role in enumerate(config.roles):
+        resampled, inside = resample_image_with_fov(case.image(role), grid, "linear", device, backend)
+        if on_cpu:
+            resampled, inside = resampled.numpy(), inside.numpy()
+        normalised, parameters[role] = normalise(resampled, inside, config.intensity[role])
+        if on_cpu:
+            image[index], fov[index] = normalised, inside
+        else:
+            gpu_channels.append(normalised)
+            gpu_fov.append(inside)
     mask = None
     if case.lesion_mask is not None:
         mask = resample_image(case.lesion_mask, grid, "nearest", device, backend).round().to(torch.int64)
     return Preprocessed(
-        image=torch.stack(channels),
-        fov=torch.stack(fovs),
+        image=torch.from_numpy(image) if on_cpu else torch.stack(gpu_channels),
+        fov=torch.from_numpy(fov) if on_cpu else torch.stack(gpu_fov),
         grid=grid,
         t2_grid=t2_grid,
         roles=tuple(config.roles),

@@ -59,3 +59,82 @@ def sequence_panels(
     if suptitle:
         figure.suptitle(suptitle, color="white", fontsize=11)
     return save_figure(figure, path)
+
+
+def heat_colormap():
+    """LesionAI's heat colour map: transparent-free black → red → yellow → white (matplotlib)."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    return LinearSegmentedColormap.from_list(
+        "lesionai_heat", [(0.0, "#000000"), (0.35, "#b2182b"), (0.65, "#f46d43"), (0.85, "#fee08b"), (1.0, "#ffffff")]
+    )
+
+
+def overlay_slice(
+    axis,
+    t2_slice: np.ndarray,
+    heat_slice: np.ndarray,
+    outline: np.ndarray | None = None,
+    threshold: float = 0.1,
+    window: tuple[float, float] | None = None,
+) -> None:
+    """Draw a T2 slice, the heatmap above ``threshold`` (semi-transparent), and a candidate outline."""
+    window = window or percentile_window(t2_slice)
+    axis.imshow(t2_slice, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
+    masked = np.ma.masked_less(heat_slice, threshold)
+    axis.imshow(masked, cmap=heat_colormap(), vmin=0.0, vmax=1.0, alpha=0.55, interpolation="nearest")
+    if outline is not None and outline.any():
+        axis.contour(outline.astype(float), levels=[0.5], colors=["#00e5ff"], linewidths=1.2)
+    axis.axis("off")
+
+
+def candidate_figures(
+    t2: np.ndarray,
+    heatmap: np.ndarray,
+    candidate_map: np.ndarray,
+    candidates: Sequence,
+    slice_indices: Sequence[int],
+    out_dir: str | Path,
+    title: str,
+    notice: str = "",
+    threshold: float = 0.1,
+) -> list[Path]:
+    """One PNG per candidate: the T2 slice through its centre with the heatmap and its outline.
+
+    Args:
+        t2, heatmap, candidate_map: [Z, Y, X] arrays on the T2 grid.
+        candidates: objects with ``candidate_id``, ``probability``, ``grade_group``, ``volume_ml``, ``center_ras_mm``.
+        slice_indices: the T2 slice (Z index) through each candidate's centre.
+        out_dir: folder for ``candidate_<id>.png``; an ``overview.png`` shows the top candidate (or
+            the middle slice when there is none).
+    """
+    out_dir = Path(out_dir)
+    window = percentile_window(t2)
+    written = []
+    items = list(zip(candidates, slice_indices, strict=True))
+    for candidate, k in items:
+        figure, axis = plt.subplots(figsize=(6, 6.4), facecolor="black")
+        overlay_slice(axis, t2[k], heatmap[k], candidate_map[k] == candidate.candidate_id, threshold, window)
+        grade = "" if candidate.grade_group is None else f", most likely GG{candidate.grade_group}"
+        ras = ", ".join(f"{v:.1f}" for v in candidate.center_ras_mm)
+        axis.set_title(
+            f"{title}\ncandidate {candidate.candidate_id}: p = {candidate.probability:.2f}{grade}, "
+            f"{candidate.volume_ml:.2f} ml, RAS ({ras}) mm, slice {k}",
+            color="white",
+            fontsize=9,
+        )
+        if notice:
+            figure.text(0.5, 0.01, notice, color="#ffcc00", ha="center", fontsize=8)
+        written.append(save_figure(figure, out_dir / f"candidate_{candidate.candidate_id}.png"))
+    k = items[0][1] if items else t2.shape[0] // 2
+    figure, axes = plt.subplots(1, 2, figsize=(11, 5.8), facecolor="black")
+    axes[0].imshow(t2[k], cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
+    axes[0].set_title(f"T2w slice {k}", color="white", fontsize=10)
+    axes[0].axis("off")
+    overlay_slice(axes[1], t2[k], heatmap[k], candidate_map[k] > 0, threshold, window)
+    axes[1].set_title("heatmap and candidates", color="white", fontsize=10)
+    figure.suptitle(title, color="white", fontsize=11)
+    if notice:
+        figure.text(0.5, 0.01, notice, color="#ffcc00", ha="center", fontsize=9)
+    written.append(save_figure(figure, out_dir / "overview.png"))
+    return written

@@ -516,11 +516,10 @@ class Trainer:
                     output = model(images)
                 loss = localization_loss(output, target[:, 0], cspca[:, 0], p1)
                 self._step(loss, optimizer)
-                total_loss += float(loss.detach()) * len(local)
+                value = float(loss.detach())
+                total_loss += value * len(local)
                 count += len(local)
-                self.events.emit(
-                    "progress", phase=1, epoch=epoch, done=batch_index + 1, total=len(batches), loss=float(loss)
-                )
+                self.events.emit("progress", phase=1, epoch=epoch, done=batch_index + 1, total=len(batches), loss=value)
             train_loss = self._global_mean(total_loss, count)
             metrics = self.validate(use_classifier=False)
             record = {
@@ -672,11 +671,10 @@ class Trainer:
                         config.phase1,
                     )
                 self._step(loss, active)
-                total_loss += float(loss.detach()) * len(local)
+                value = float(loss.detach())
+                total_loss += value * len(local)
                 count += len(local)
-                self.events.emit(
-                    "progress", phase=2, epoch=epoch, done=batch_index + 1, total=len(batches), loss=float(loss)
-                )
+                self.events.emit("progress", phase=2, epoch=epoch, done=batch_index + 1, total=len(batches), loss=value)
             train_loss = self._global_mean(total_loss, count)
             metrics = self.validate(use_classifier=True)
             record = {

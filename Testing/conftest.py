@@ -55,3 +55,39 @@ def case_0001(prostatex_dir):
     from LesionAILib.studies import open_dicom_study
 
     return open_dicom_study(prostatex_dir / "ProstateX-0001")
+
+
+TINY_PREPROCESS = {"shape": [8, 32, 32], "spacing": [3.0, 3.0, 3.0]}
+TINY_MODEL = {
+    "localizer": {"variant": "fusion", "widths": [4, 8, 8], "pools": [[1, 2, 2], [2, 2, 2]], "dropout": 0.0},
+    "classifier": {"crop": [4, 16, 16], "widths": [4, 8], "hidden": 8},
+}
+
+
+def tiny_config(train: list[str], cache_dir: str, **overrides) -> dict:
+    """A training configuration small enough to run in seconds on a CPU (for tests)."""
+    config = {
+        "name": "tiny-test-model",
+        "seed": 3,
+        "train": train,
+        "cache_dir": cache_dir,
+        "val_fraction": 0.34,
+        "device": "cpu",
+        "preprocess": TINY_PREPROCESS,
+        "model": TINY_MODEL,
+        "phase1": {"epochs": 3, "batch_size": 2, "crops_per_case": 1, "crop": [8, 16, 16], "patience": 10},
+        "phase2": {"epochs": 2, "batch_size": 4, "patience": 10},
+    }
+    for key, value in overrides.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
+    return config
+
+
+@pytest.fixture(scope="session")
+def phantom_cohort(tmp_path_factory) -> Path:
+    """Six synthetic site-A cases in the PI-CAI layout (generated once per test session)."""
+    from LesionAILib.phantom import write_cohort
+
+    folder = tmp_path_factory.mktemp("cohort-A")
+    write_cohort(folder, 6, site="A", seed=11)
+    return folder

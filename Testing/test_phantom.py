@@ -72,8 +72,9 @@ def test_same_inputs_give_bit_identical_cases(cohort):
 
 def test_different_seed_or_index_gives_different_case(cohort):
     other_seed = generate_case(COHORT_SEED + 1, "A", 0)
-    assert other_seed.t2w.GetSize() != cohort[0].t2w.GetSize() or not np.array_equal(arr(other_seed.t2w),
-                                                                                        arr(cohort[0].t2w))
+    assert other_seed.t2w.GetSize() != cohort[0].t2w.GetSize() or not np.array_equal(
+        arr(other_seed.t2w), arr(cohort[0].t2w)
+    )
     assert cohort[1].t2w.GetOrigin() != cohort[0].t2w.GetOrigin()
 
 
@@ -88,8 +89,19 @@ def test_four_named_sites_with_descriptions():
     assert len({p.site_id for p in SITES.values()}) == len(SITES)
     # D differs from A in every axis of domain shift
     a, d = SITES["A"], SITES["D"]
-    for field in ("t2_inplane_mm", "t2_slice_mm", "t2_te_ms", "t2_gain", "t2_snr", "dwi_inplane_mm", "dwi_snr",
-                  "hbv_b_value", "adc_calibration", "bias_field", "misregistration_mm"):
+    for field in (
+        "t2_inplane_mm",
+        "t2_slice_mm",
+        "t2_te_ms",
+        "t2_gain",
+        "t2_snr",
+        "dwi_inplane_mm",
+        "dwi_snr",
+        "hbv_b_value",
+        "adc_calibration",
+        "bias_field",
+        "misregistration_mm",
+    ):
         assert getattr(a, field) != getattr(d, field), field
 
 
@@ -155,13 +167,18 @@ def test_csPCa_darker_on_t2_and_brighter_on_high_b(cohort):
             if not lesion.clinically_significant:
                 continue
             mask = on_dwi == lesion.lesion_id
-            ring = (ndimage.binary_dilation(mask, iterations=3) & ~ndimage.binary_dilation(mask) & zones_dwi
-                    & (on_dwi == 0))
+            ring = (
+                ndimage.binary_dilation(mask, iterations=3) & ~ndimage.binary_dilation(mask) & zones_dwi & (on_dwi == 0)
+            )
             if mask.any() and ring.any():
                 hbv_ratios.append(hbv[mask].mean() / hbv[ring].mean())
             mask_t2 = instances == lesion.lesion_id
-            ring_t2 = (ndimage.binary_dilation(mask_t2, iterations=6) & ~ndimage.binary_dilation(mask_t2, iterations=2)
-                       & (arr(case.zones) == (1 if lesion.zone == "PZ" else 2)) & (instances == 0))
+            ring_t2 = (
+                ndimage.binary_dilation(mask_t2, iterations=6)
+                & ~ndimage.binary_dilation(mask_t2, iterations=2)
+                & (arr(case.zones) == (1 if lesion.zone == "PZ" else 2))
+                & (instances == 0)
+            )
             if lesion.zone == "PZ" and ring_t2.any():
                 t2_ratios.append(t2w[mask_t2].mean() / t2w[ring_t2].mean())
     assert len(hbv_ratios) >= 10 and len(t2_ratios) >= 5
@@ -312,12 +329,16 @@ def test_write_cohort_layout(tmp_path: Path):
 
     case = generate_case(5, "B", 1)
     assert [int(r["lesion_id"]) for r in lesion_rows if r["patient_id"] == "B0001"] == [
-        lesion.lesion_id for lesion in case.lesions]
+        lesion.lesion_id for lesion in case.lesions
+    ]
     for row, index in zip(rows, (0, 1), strict=True):
         lesions = generate_case(5, "B", index).lesions if index == 0 else case.lesions
         # a case without lesions is either a negative systematic biopsy ("0") or unbiopsied ("")
-        expected = ",".join(str(lesion.grade_group) for lesion in lesions) if lesions else (
-            "0" if row["histopath_type"] == "SysBx" else "")
+        expected = (
+            ",".join(str(lesion.grade_group) for lesion in lesions)
+            if lesions
+            else ("0" if row["histopath_type"] == "SysBx" else "")
+        )
         assert row["lesion_ISUP"] == expected
         assert int(row["case_ISUP"]) == max((lesion.grade_group for lesion in lesions), default=0)
     row = rows[1]

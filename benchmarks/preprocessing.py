@@ -52,27 +52,42 @@ def main() -> None:
 
     ours = time_call(lambda: preprocess(case, config, device="cpu", backend="sitk"), args.repeats, warmup=2)
     ratio = median_ms(picai) / median_ms(ours)
-    rows.append(["LesionAI preprocess (SimpleITK linear + numpy normalise)", "cpu", f"{median_ms(ours):.1f}", f"{ratio:.1f}"])
+    rows.append(
+        ["LesionAI preprocess (SimpleITK linear + numpy normalise)", "cpu", f"{median_ms(ours):.1f}", f"{ratio:.1f}"]
+    )
 
     torch_cpu = time_call(lambda: preprocess(case, config, device="cpu", backend="torch"), max(3, args.repeats // 3))
     rows.append(
-        ["LesionAI preprocess (torch grid_sample)", "cpu", f"{median_ms(torch_cpu):.1f}",
-         f"{median_ms(picai) / median_ms(torch_cpu):.1f}"]
+        [
+            "LesionAI preprocess (torch grid_sample)",
+            "cpu",
+            f"{median_ms(torch_cpu):.1f}",
+            f"{median_ms(picai) / median_ms(torch_cpu):.1f}",
+        ]
     )
     gpu_note = ""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-        gpu = time_call(lambda: preprocess(case, config, device="cuda"), args.repeats, warmup=3,
-                        synchronize=torch.cuda.synchronize)
-        rows.append(["LesionAI preprocess (torch, incl. host→device copy)", "cuda", f"{median_ms(gpu):.2f}",
-                     f"{median_ms(picai) / median_ms(gpu):.1f}"])
+        gpu = time_call(
+            lambda: preprocess(case, config, device="cuda"), args.repeats, warmup=3, synchronize=torch.cuda.synchronize
+        )
+        rows.append(
+            [
+                "LesionAI preprocess (torch, incl. host→device copy)",
+                "cuda",
+                f"{median_ms(gpu):.2f}",
+                f"{median_ms(picai) / median_ms(gpu):.1f}",
+            ]
+        )
         gpu_note = f"; GPU peak allocated {torch.cuda.max_memory_allocated() / 2**20:.0f} MB"
 
     print(f"machine: {machine()}")
     print(f"case: ProstateX-0000 (T2 384×384×19, ADC/high-b 84×128×19) → {SHAPE} at {SPACING} mm; medians")
     print_table(["method", "device", "ms per case", "speed-up vs picai-prep"], rows)
-    print(f"peak RSS increase over the loaded case: {peak_rss_mb() - before:.0f} MB "
-          f"(picai-prep phase {picai_peak:.0f} MB){gpu_note}")
+    print(
+        f"peak RSS increase over the loaded case: {peak_rss_mb() - before:.0f} MB "
+        f"(picai-prep phase {picai_peak:.0f} MB){gpu_note}"
+    )
     print(f"speedup_vs_picai_prep={ratio:.1f}")
 
 
