@@ -25,22 +25,11 @@ import torch
 
 from .candidates import Candidate, detection_map, extract_candidates
 from .crops import crop_tensor
-from .errors import ModelFileError
-from .modelfile import DEMO_NOTICE, ModelMetadata, load_model
+from .modelfile import DEMO_NOTICE, ModelMetadata, bundled_model_path, load_model
 from .networks import LesionModel
 from .preprocessing import Preprocessed, preprocess, to_t2_grid
 from .resampling import resolve_device
 from .studies import Case
-
-RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
-DEMO_MODEL = RESOURCES / "Models" / "lesionai-demo-phantom.safetensors"
-
-
-def bundled_model_path() -> Path:
-    """The demo model shipped with LesionAI (trained on synthetic phantoms only)."""
-    if not DEMO_MODEL.exists():
-        raise ModelFileError("the bundled demo model is missing", DEMO_MODEL, "reinstall LesionAI or pass --model")
-    return DEMO_MODEL
 
 
 @dataclass

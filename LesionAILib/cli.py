@@ -273,6 +273,110 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- models / order / finetune
+def _store(args):
+    from .modelstore import ModelStore
+
+    return ModelStore(args.store)
+
+
+def _cmd_models(args) -> int:
+    store = _store(args)
+    if args.action == "activate":
+        store.activate(args.version)
+        print(f"active model: {store.active}")
+    elif args.action == "rollback":
+        print(f"active model: {store.rollback()}")
+    versions = store.versions()
+    if args.json:
+        print(
+            json.dumps(
+                {"store": str(store.root), "active": store.active, "versions": [v.to_dict() for v in versions]},
+                indent=2,
+            )
+        )
+        return 0
+    print(f"model store {store.root}")
+    for version in versions:
+        after = version.validation.get("after", {}).get("score") if version.validation else None
+        score = f"validation score {after:.3f}" if after is not None else ""
+        marker = "*" if version.active else " "
+        print(f"{marker} {version.version:<6} {version.created:<26} {score:<24} {version.note}")
+    return 0
+
+
+def _cases_of(folder: str):
+    """Cases of a folder: a deployment dataset, else a cohort (PI-CAI layout)."""
+    from .datasets import read_cohort
+    from .deployment import read_deployment
+
+    if (Path(folder) / "manifest.json").exists():
+        dataset = read_deployment(folder)
+        for problem in dataset.problems:
+            print(f"lesionai: skipped {problem}", file=sys.stderr)
+        return [c.record() for c in dataset.cases]
+    return read_cohort(folder).cases
+
+
+def _cmd_order(args) -> int:
+    from .analysis import Analyzer
+    from .io_utils import write_json_atomic
+    from .ordering import order_by_similarity, order_by_uncertainty
+
+    analyzer = Analyzer(args.model or (_store(args).active_path() if args.store else None), device=args.device)
+    cases = _cases_of(args.dataset)
+    bar = _progress(len(cases) + (0 if args.by == "uncertainty" else 1), f"order by {args.by}")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    if args.by == "uncertainty":
+        ordered = order_by_uncertainty(analyzer, cases, progress=progress)
+    else:
+        if not args.reference:
+            raise LesionAIError("--by similarity needs --reference DATASET_A")
+        ordered = order_by_similarity(analyzer, _cases_of(args.reference), cases, progress=progress)
+    bar.close()
+    rows = [item.to_dict() for item in ordered]
+    if args.out:
+        write_json_atomic(
+            args.out, {"by": args.by, "dataset": args.dataset, "reference": args.reference, "order": rows}
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for rank, item in enumerate(ordered, start=1):
+            print(f"{rank:>4}  {item.case_id:<24} {item.score:9.4f}")
+    return 0
+
+
+def _cmd_finetune(args) -> int:
+    from .finetuning import FinetuneSettings, finetune
+    from .jobs import EventLog
+
+    store = _store(args)
+    settings = FinetuneSettings(epochs=args.epochs, classifier_epochs=args.classifier_epochs, device=args.device)
+    run = Path(args.run) if args.run else None
+    events = EventLog(
+        (run or store.root / "runs" / "latest") / "progress.jsonl",
+        echo=args.json_events,
+        bar=not args.json_events and sys.stderr.isatty(),
+    )
+    result = finetune(args.dataset, store, args.base, settings, run, args.force, events)
+    state = (
+        "now active"
+        if result.activated
+        else "saved, not activated (validated worse; use --force or `lesionai models activate`)"
+    )
+    print(
+        f"model version {result.version} ({state}); held-out score {result.validation_after['score']:.3f} "
+        f"vs {result.validation_before['score']:.3f} for {result.base}"
+    )
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -371,6 +475,50 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs")
     evaluate.add_argument("--allow-missing", action="store_true", help="score labels without a prediction as empty")
     evaluate.set_defaults(handler=_cmd_evaluate)
+    models = commands.add_parser(
+        "models",
+        help="list model versions; activate one or roll back",
+        description="The model store keeps every fine-tuned version; one is active. Switching is atomic.",
+    )
+    models.add_argument("action", nargs="?", choices=("list", "activate", "rollback"), default="list")
+    models.add_argument("version", nargs="?", help="version to activate (e.g. v2, demo)")
+    models.add_argument("--store", help="model store folder (default $LESIONAI_HOME/models)")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(handler=_cmd_models)
+
+    order = commands.add_parser(
+        "order",
+        help="order cases by model uncertainty or by similarity to a reference dataset",
+        description="--by uncertainty DATASET: most uncertain first (which case to annotate next, the "
+        "fine-tuning order). --by similarity --reference A B: B's cases most similar to A first (the "
+        "multi-site training order).",
+    )
+    order.add_argument("dataset", help="cohort folder or deployment dataset")
+    order.add_argument("--by", choices=("uncertainty", "similarity"), required=True)
+    order.add_argument("--reference", help="reference dataset for --by similarity")
+    order.add_argument("--model", help="model file (default: the store's active model, else the bundled one)")
+    order.add_argument("--store", help="model store folder")
+    order.add_argument("--device", default="auto")
+    order.add_argument("--out", help="also write the order as JSON here")
+    order.add_argument("--json", action="store_true", help="print a JSON list of {case, score}")
+    order.set_defaults(handler=_cmd_order)
+
+    finetune = commands.add_parser(
+        "finetune",
+        help="fine-tune the active model on a deployment dataset (uncertainty order) into a new version",
+        description="Fine-tunes on the annotated deployment cases, most uncertain first, validates on held-out "
+        "ones and stores a new model version; it becomes active only if it validates at least as well.",
+    )
+    finetune.add_argument("--dataset", required=True, help="deployment dataset folder")
+    finetune.add_argument("--store", help="model store folder (default $LESIONAI_HOME/models)")
+    finetune.add_argument("--base", help="version to start from (default: the active one)")
+    finetune.add_argument("--run", help="run folder (checkpoints; rerun with the same folder to resume)")
+    finetune.add_argument("--epochs", type=int, default=8, help="localization epochs (default 8)")
+    finetune.add_argument("--classifier-epochs", type=int, default=4, help="classification epochs (default 4)")
+    finetune.add_argument("--force", action="store_true", help="activate even if validation is worse")
+    finetune.add_argument("--device", default="auto")
+    finetune.add_argument("--json-events", action="store_true", help="print progress as JSON lines on stdout")
+    finetune.set_defaults(handler=_cmd_finetune)
     return parser
 
 

@@ -40,6 +40,15 @@ FORMAT_VERSION = 1
 CLASS_NAMES = ("not clinically significant", "clinically significant (ISUP grade group >= 2)")
 GRADE_NAMES = ("GG0 benign", "GG1", "GG2", "GG3", "GG4", "GG5")
 DEMO_NOTICE = "demo model — synthetic training data, not for clinical use"
+RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
+DEMO_MODEL = RESOURCES / "Models" / "lesionai-demo-phantom.safetensors"
+
+
+def bundled_model_path() -> Path:
+    """The demo model shipped with LesionAI (trained on synthetic phantoms only)."""
+    if not DEMO_MODEL.exists():
+        raise ModelFileError("the bundled demo model is missing", DEMO_MODEL, "reinstall LesionAI or pass --model")
+    return DEMO_MODEL
 
 
 @dataclass

@@ -129,43 +129,105 @@ class SiteProfile:
 SITES: dict[str, SiteProfile] = {
     "A": SiteProfile(
         name="A",
-        description="A: 3T vendor-1 reference (ProstateX-like: T2 0.5 mm / 3 mm, DWI 2 mm, b50-800, "
-        "computed b1400)",
-        site_id=1, t2_matrix=384, t2_inplane_mm=0.5, t2_slice_mm=3.0, t2_slices=(19, 24),
-        t2_te_ms=104.0, t2_gain=1.0, t2_snr=30.0,
-        dwi_matrix=(84, 128), dwi_inplane_mm=2.0, dwi_slice_mm=3.0, dwi_tilt_offset_deg=0.0,
-        dwi_te_ms=63.0, dwi_gain=1.0, dwi_snr=45.0, adc_b_values=(50.0, 800.0), hbv_b_value=1400.0,
-        hbv_acquired=False, adc_calibration=1.0, bias_field=0.15, misregistration_mm=1.0,
+        description="A: 3T vendor-1 reference (ProstateX-like: T2 0.5 mm / 3 mm, DWI 2 mm, b50-800, computed b1400)",
+        site_id=1,
+        t2_matrix=384,
+        t2_inplane_mm=0.5,
+        t2_slice_mm=3.0,
+        t2_slices=(19, 24),
+        t2_te_ms=104.0,
+        t2_gain=1.0,
+        t2_snr=30.0,
+        dwi_matrix=(84, 128),
+        dwi_inplane_mm=2.0,
+        dwi_slice_mm=3.0,
+        dwi_tilt_offset_deg=0.0,
+        dwi_te_ms=63.0,
+        dwi_gain=1.0,
+        dwi_snr=45.0,
+        adc_b_values=(50.0, 800.0),
+        hbv_b_value=1400.0,
+        hbv_acquired=False,
+        adc_calibration=1.0,
+        bias_field=0.15,
+        misregistration_mm=1.0,
     ),
     "B": SiteProfile(
         name="B",
-        description="B: 3T vendor-2, smaller T2 FOV, shorter TE, DWI 1.8 mm b100-1000, computed b1500, "
-        "ADC +4 %",
-        site_id=2, t2_matrix=320, t2_inplane_mm=0.5, t2_slice_mm=3.0, t2_slices=(19, 24),
-        t2_te_ms=96.0, t2_gain=2.4, t2_snr=34.0,
-        dwi_matrix=(100, 100), dwi_inplane_mm=1.8, dwi_slice_mm=3.0, dwi_tilt_offset_deg=0.0,
-        dwi_te_ms=70.0, dwi_gain=3.0, dwi_snr=45.0, adc_b_values=(100.0, 1000.0), hbv_b_value=1500.0,
-        hbv_acquired=False, adc_calibration=1.04, bias_field=0.2, misregistration_mm=1.5,
+        description="B: 3T vendor-2, smaller T2 FOV, shorter TE, DWI 1.8 mm b100-1000, computed b1500, ADC +4 %",
+        site_id=2,
+        t2_matrix=320,
+        t2_inplane_mm=0.5,
+        t2_slice_mm=3.0,
+        t2_slices=(19, 24),
+        t2_te_ms=96.0,
+        t2_gain=2.4,
+        t2_snr=34.0,
+        dwi_matrix=(100, 100),
+        dwi_inplane_mm=1.8,
+        dwi_slice_mm=3.0,
+        dwi_tilt_offset_deg=0.0,
+        dwi_te_ms=70.0,
+        dwi_gain=3.0,
+        dwi_snr=45.0,
+        adc_b_values=(100.0, 1000.0),
+        hbv_b_value=1500.0,
+        hbv_acquired=False,
+        adc_calibration=1.04,
+        bias_field=0.2,
+        misregistration_mm=1.5,
     ),
     "C": SiteProfile(
         name="C",
         description="C: 1.5T vendor-1, noisier, TE 110, DWI 2 mm b0-1000, computed b2000, ADC -5 %",
-        site_id=3, t2_matrix=352, t2_inplane_mm=0.5, t2_slice_mm=3.0, t2_slices=(19, 24),
-        t2_te_ms=110.0, t2_gain=0.6, t2_snr=20.0,
-        dwi_matrix=(96, 96), dwi_inplane_mm=2.0, dwi_slice_mm=3.0, dwi_tilt_offset_deg=0.0,
-        dwi_te_ms=75.0, dwi_gain=0.3, dwi_snr=28.0, adc_b_values=(0.0, 1000.0), hbv_b_value=2000.0,
-        hbv_acquired=False, adc_calibration=0.95, bias_field=0.3, misregistration_mm=2.5,
+        site_id=3,
+        t2_matrix=352,
+        t2_inplane_mm=0.5,
+        t2_slice_mm=3.0,
+        t2_slices=(19, 24),
+        t2_te_ms=110.0,
+        t2_gain=0.6,
+        t2_snr=20.0,
+        dwi_matrix=(96, 96),
+        dwi_inplane_mm=2.0,
+        dwi_slice_mm=3.0,
+        dwi_tilt_offset_deg=0.0,
+        dwi_te_ms=75.0,
+        dwi_gain=0.3,
+        dwi_snr=28.0,
+        adc_b_values=(0.0, 1000.0),
+        hbv_b_value=2000.0,
+        hbv_acquired=False,
+        adc_calibration=0.95,
+        bias_field=0.3,
+        misregistration_mm=2.5,
     ),
     "D": SiteProfile(
         name="D",
         description="D: 3T vendor-3 without endorectal coil, most unlike A: long TE 130, 3.6 mm slices, "
         "DWI 2.5 mm in a separately planned plane, acquired b1000, ADC -10 %, strong bias field, "
         "large DWI shift",
-        site_id=4, t2_matrix=320, t2_inplane_mm=0.5625, t2_slice_mm=3.6, t2_slices=(16, 20),
-        t2_te_ms=130.0, t2_gain=4.0, t2_snr=16.0,
-        dwi_matrix=(86, 86), dwi_inplane_mm=2.5, dwi_slice_mm=3.6, dwi_tilt_offset_deg=6.0,
-        dwi_te_ms=85.0, dwi_gain=10.0, dwi_snr=22.0, adc_b_values=(0.0, 800.0), hbv_b_value=1000.0,
-        hbv_acquired=True, adc_calibration=0.90, bias_field=0.5, misregistration_mm=4.0,
+        site_id=4,
+        t2_matrix=320,
+        t2_inplane_mm=0.5625,
+        t2_slice_mm=3.6,
+        t2_slices=(16, 20),
+        t2_te_ms=130.0,
+        t2_gain=4.0,
+        t2_snr=16.0,
+        dwi_matrix=(86, 86),
+        dwi_inplane_mm=2.5,
+        dwi_slice_mm=3.6,
+        dwi_tilt_offset_deg=6.0,
+        dwi_te_ms=85.0,
+        dwi_gain=10.0,
+        dwi_snr=22.0,
+        adc_b_values=(0.0, 800.0),
+        hbv_b_value=1000.0,
+        hbv_acquired=True,
+        adc_calibration=0.90,
+        bias_field=0.5,
+        misregistration_mm=4.0,
     ),
 }
 
@@ -291,8 +353,9 @@ class _Grid:
     origin: np.ndarray
 
     @staticmethod
-    def centred(size: tuple[int, int, int], spacing: tuple[float, float, float], direction: np.ndarray,
-                centre: np.ndarray) -> _Grid:
+    def centred(
+        size: tuple[int, int, int], spacing: tuple[float, float, float], direction: np.ndarray, centre: np.ndarray
+    ) -> _Grid:
         half = direction @ (np.asarray(spacing) * (np.asarray(size) - 1) / 2.0)
         return _Grid(size, spacing, direction, centre - half)
 
@@ -398,13 +461,20 @@ class _Blob:
 def _blob_volume_ml(blob: _Blob, step_mm: float = 1.0) -> float:
     """Volume (ml) of {rho <= 1}, counted on a lattice of step_mm."""
     low, high = blob.bounds()
-    grids = np.meshgrid(*[np.arange(lo, hi, step_mm, dtype=_F32) for lo, hi in zip(low, high, strict=True)],
-                        indexing="ij", sparse=False)
+    grids = np.meshgrid(
+        *[np.arange(lo, hi, step_mm, dtype=_F32) for lo, hi in zip(low, high, strict=True)], indexing="ij", sparse=False
+    )
     return float(np.count_nonzero(blob.rho(*grids) <= 1.0)) * step_mm**3 / 1000.0
 
 
-def _random_blob(rng: np.random.Generator, centre: np.ndarray, semi: np.ndarray, irregularity: float,
-                 edge_mm: float, axes: np.ndarray | None = None) -> _Blob:
+def _random_blob(
+    rng: np.random.Generator,
+    centre: np.ndarray,
+    semi: np.ndarray,
+    irregularity: float,
+    edge_mm: float,
+    axes: np.ndarray | None = None,
+) -> _Blob:
     """Blob with random orientation (unless given) and random perturbation of total amplitude
     `irregularity` (sum of |coefficients|, higher degrees weaker)."""
     if axes is None:
@@ -456,13 +526,17 @@ class _Anatomy:
 
 def _jitter(tissue: _Tissue, rng: np.random.Generator, t2_sd: float, adc_sd: float) -> _Tissue:
     """The tissue with its T2 and ADC varied by Gaussians of SD t2_sd (ms) and adc_sd (um^2/s)."""
-    return dataclasses.replace(tissue, t2_ms=max(20.0, tissue.t2_ms + t2_sd * rng.standard_normal()),
-                               adc=max(100.0, tissue.adc + adc_sd * rng.standard_normal()))
+    return dataclasses.replace(
+        tissue,
+        t2_ms=max(20.0, tissue.t2_ms + t2_sd * rng.standard_normal()),
+        adc=max(100.0, tissue.adc + adc_sd * rng.standard_normal()),
+    )
 
 
 def _ellipsoid(centre, semi, edge_mm: float, tissue: _Tissue, axes: np.ndarray | None = None) -> _Ellipsoid:
-    return _Ellipsoid(np.asarray(centre, float), np.eye(3) if axes is None else axes,
-                      np.asarray(semi, float), edge_mm, tissue)
+    return _Ellipsoid(
+        np.asarray(centre, float), np.eye(3) if axes is None else axes, np.asarray(semi, float), edge_mm, tissue
+    )
 
 
 def _bone(centre, semi, axes: np.ndarray | None = None, cortex_mm: float = 2.5) -> list[_Ellipsoid]:
@@ -491,12 +565,19 @@ def _build_anatomy(rng: np.random.Generator, age: float) -> _Anatomy:
     a_u, a_v, a_w = gland.semi.tolist()
     reach = 1.0 + float(np.abs(coeffs).sum())
 
-    tz_fraction = float(np.clip(0.3 + 0.25 * (volume - 25.0) / 55.0 + 0.006 * (age - 63.0)
-                                + rng.normal(0, 0.05), 0.22, 0.72))
+    tz_fraction = float(
+        np.clip(0.3 + 0.25 * (volume - 25.0) / 55.0 + 0.006 * (age - 63.0) + rng.normal(0, 0.05), 0.22, 0.72)
+    )
     tz_scale = tz_fraction ** (1.0 / 3.0)
     tz_centre = gland_axes @ np.array([0.0, -a_v * (0.1 + 0.25 * tz_fraction), 0.15 * a_w])
-    tz = _random_blob(rng, tz_centre, np.array([a_u * 1.0, a_v * 0.95, a_w * 0.9]) * tz_scale,
-                      rng.uniform(0.05, 0.12), 1.0, gland_axes)
+    tz = _random_blob(
+        rng,
+        tz_centre,
+        np.array([a_u * 1.0, a_v * 0.95, a_w * 0.9]) * tz_scale,
+        rng.uniform(0.05, 0.12),
+        1.0,
+        gland_axes,
+    )
 
     pz_tissue = _jitter(_Tissue(1.0, 165.0, 1800.0, texture=0.12), rng, 12.0, 70.0)
     tz_tissue = _jitter(_Tissue(0.95, 85.0, 1330.0, texture=0.16), rng, 7.0, 60.0)
@@ -512,21 +593,33 @@ def _build_anatomy(rng: np.random.Generator, age: float) -> _Anatomy:
     # small vessels (flow voids and veins) in the fat; organs painted later cover them
     for _ in range(int(rng.integers(18, 30))):
         angle, radial = rng.uniform(0, 2 * math.pi), math.sqrt(rng.uniform(0.05, 0.9))
-        centre = [half_width * radial * math.cos(angle), body_v + half_depth * radial * math.sin(angle),
-                  rng.uniform(-40, 40)]
+        centre = [
+            half_width * radial * math.cos(angle),
+            body_v + half_depth * radial * math.sin(angle),
+            rng.uniform(-40, 40),
+        ]
         radius = rng.uniform(0.8, 2.5)
         axes = _rotation(rng.normal(0, 0.3), rng.normal(0, 0.3), 0.0)
-        background.append(_ellipsoid(centre, [radius, radius, rng.uniform(20, 60)], 0.7,
-                                     _ARTERY if rng.random() < 0.5 else _VEIN, axes))
+        background.append(
+            _ellipsoid(
+                centre, [radius, radius, rng.uniform(20, 60)], 0.7, _ARTERY if rng.random() < 0.5 else _VEIN, axes
+            )
+        )
     for side in (-1.0, 1.0):
         glut = _rotation(about_z=-side * rng.uniform(20, 35) * deg)
-        background.append(_ellipsoid([side * rng.uniform(85, 100), posterior_inner - rng.uniform(12, 20), -10],
-                                     [rng.uniform(40, 55), rng.uniform(18, 26), 150], 1.5, _MUSCLE, glut))
+        background.append(
+            _ellipsoid(
+                [side * rng.uniform(85, 100), posterior_inner - rng.uniform(12, 20), -10],
+                [rng.uniform(40, 55), rng.uniform(18, 26), 150],
+                1.5,
+                _MUSCLE,
+                glut,
+            )
+        )
         lateral = a_u + rng.uniform(24, 32)
         obturator = _rotation(about_z=side * rng.uniform(8, 18) * deg)
         background += _bone([side * (lateral + 17), 10, 0], [8, 36, 45], obturator, 2.0)
-        background.append(_ellipsoid([side * lateral, 2, 0], [rng.uniform(8, 11), 38, 45], 1.2, _MUSCLE,
-                                     obturator))
+        background.append(_ellipsoid([side * lateral, 2, 0], [rng.uniform(8, 11), 38, 45], 1.2, _MUSCLE, obturator))
         background += _bone([side * (a_u + rng.uniform(58, 68)), -8, 14], [24, 24, 24], None, 2.0)  # femur
         background += _bone([side * (a_u + 28), a_v + 32, -30], [12, 18, 22], None, 2.0)  # ischium
         background.append(_ellipsoid([side * (a_u + 45), -(a_v + 30), -12], [16, 16, 45], 1.5, _MUSCLE))
@@ -537,8 +630,7 @@ def _build_anatomy(rng: np.random.Generator, age: float) -> _Anatomy:
         background += _bone([side * 12, -(a_v + rng.uniform(22, 30)), 0.5 * a_w + 8], [10, 13, 25], pubis, 1.5)
         background += _bone([side * 42, -(a_v + 20), 26], [30, 9, 9], pubis, 1.5)
         levator = _rotation(about_z=-side * rng.uniform(15, 25) * deg)
-        background.append(_ellipsoid([side * (a_u * 0.9 + 6), a_v * 0.6 + 6, -6], [3.5, 26, 30], 1.0, _MUSCLE,
-                                     levator))
+        background.append(_ellipsoid([side * (a_u * 0.9 + 6), a_v * 0.6 + 6, -6], [3.5, 26, 30], 1.0, _MUSCLE, levator))
     background.append(_ellipsoid([0, -a_v * 0.2, -(a_w + 26)], [12, 10, 12], 1.5, _BULB))
     # lymph nodes along the pelvic side walls and in the mesorectum: low ADC, bright on high-b
     for _ in range(int(rng.integers(2, 7))):
@@ -548,16 +640,24 @@ def _build_anatomy(rng: np.random.Generator, age: float) -> _Anatomy:
         background.append(_ellipsoid(centre, semi, 0.8, _LYMPH_NODE, _rotation(about_z=rng.uniform(0, math.pi))))
 
     # periprostatic venous plexus, then bladder, seminal vesicles and rectum
-    background.append(_ellipsoid([0, -3, 0], [a_u * reach + 5, a_v * reach + 4, a_w * reach + 2], 2.0,
-                                 _PLEXUS, gland_axes))
+    background.append(
+        _ellipsoid([0, -3, 0], [a_u * reach + 5, a_v * reach + 4, a_w * reach + 2], 2.0, _PLEXUS, gland_axes)
+    )
     bladder_semi = np.array([rng.uniform(30, 55), rng.uniform(25, 40), rng.uniform(20, 40)])
     bladder_centre = [0, -0.3 * a_v - rng.uniform(2, 10), 0.8 * a_w + 0.85 * bladder_semi[2]]
     background.append(_ellipsoid(bladder_centre, bladder_semi + 3.0, 1.0, _MUSCLE))
     background.append(_ellipsoid(bladder_centre, bladder_semi, 1.0, _URINE))
     for side in (-1.0, 1.0):
         sv_axes = _rotation(about_y=side * 20 * deg, about_z=side * rng.uniform(20, 35) * deg)
-        background.append(_ellipsoid([side * rng.uniform(14, 20), a_v * 0.55, a_w * 0.8 + 5],
-                                     [rng.uniform(13, 19), rng.uniform(4, 6.5), 7], 1.2, _SEMINAL, sv_axes))
+        background.append(
+            _ellipsoid(
+                [side * rng.uniform(14, 20), a_v * 0.55, a_w * 0.8 + 5],
+                [rng.uniform(13, 19), rng.uniform(4, 6.5), 7],
+                1.2,
+                _SEMINAL,
+                sv_axes,
+            )
+        )
         background.append(_ellipsoid([side * a_u * 0.72, a_v * 0.8, 0], [2.5, 2.5, a_w * 1.3], 1.0, _VEIN))
     rectum_semi = np.array([rng.uniform(10, 18), rng.uniform(6, 12), 80.0])
     wall = rng.uniform(4.0, 6.0)
@@ -568,10 +668,10 @@ def _build_anatomy(rng: np.random.Generator, age: float) -> _Anatomy:
     background.append(_ellipsoid(rectum_centre, rectum_semi + 1.0, 0.8, _MUCOSA, rectum_axes))
     background.append(_ellipsoid(rectum_centre, rectum_semi, 1.0, lumen, rectum_axes))
 
-    afms = _ellipsoid(gland_axes @ np.array([0, -a_v * 0.9, 0.1 * a_w]), [a_u * 0.7, a_v * 0.35, a_w * 0.8],
-                      1.5, _AFMS, gland_axes)
-    urethra = _ellipsoid(gland_axes @ np.array([0, -0.15 * a_v, 0]), [2.2, 2.2, a_w * 1.2], 0.8, _URETHRA,
-                         gland_axes)
+    afms = _ellipsoid(
+        gland_axes @ np.array([0, -a_v * 0.9, 0.1 * a_w]), [a_u * 0.7, a_v * 0.35, a_w * 0.8], 1.5, _AFMS, gland_axes
+    )
+    urethra = _ellipsoid(gland_axes @ np.array([0, -0.15 * a_v, 0]), [2.2, 2.2, a_w * 1.2], 0.8, _URETHRA, gland_axes)
 
     # unlabelled BPH nodules in the TZ: more with larger TZ
     nodules = []
@@ -579,14 +679,29 @@ def _build_anatomy(rng: np.random.Generator, age: float) -> _Anatomy:
         offset = rng.uniform(-0.7, 0.7, 3) * tz.semi
         diameter = rng.uniform(3.0, 12.0)
         stromal = rng.random() < 0.5
-        tissue = (_Tissue(0.95, rng.normal(70, 6), rng.normal(1200, 80), texture=0.05) if stromal
-                  else _Tissue(1.0, rng.normal(170, 20), rng.normal(1650, 100), texture=0.12))
+        tissue = (
+            _Tissue(0.95, rng.normal(70, 6), rng.normal(1200, 80), texture=0.05)
+            if stromal
+            else _Tissue(1.0, rng.normal(170, 20), rng.normal(1650, 100), texture=0.12)
+        )
         semi = diameter / 2 * rng.uniform(0.75, 1.0, 3)
         nodules.append((_random_blob(rng, tz.centre + gland_axes @ offset, semi, 0.05, 0.6), tissue))
 
-    return _Anatomy(centre_lps=centre_lps, rotation=rotation, anterior_skin_v=body_v - half_depth,
-                    background=background, capsule_scale=1.03, gland_volume_ml=volume, gland=gland, tz=tz,
-                    pz_tissue=pz_tissue, tz_tissue=tz_tissue, afms=afms, urethra=urethra, nodules=nodules)
+    return _Anatomy(
+        centre_lps=centre_lps,
+        rotation=rotation,
+        anterior_skin_v=body_v - half_depth,
+        background=background,
+        capsule_scale=1.03,
+        gland_volume_ml=volume,
+        gland=gland,
+        tz=tz,
+        pz_tissue=pz_tissue,
+        tz_tissue=tz_tissue,
+        afms=afms,
+        urethra=urethra,
+        nodules=nodules,
+    )
 
 
 def _zone_of(anatomy: _Anatomy, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -618,8 +733,9 @@ def _add_lesions(rng: np.random.Generator, anatomy: _Anatomy) -> None:
         conspicuity = 1.0 if rng.random() < 0.75 else rng.uniform(0.45, 0.85)
         adc = host.adc + conspicuity * (rng.normal(adc_mean, adc_sd) - host.adc)
         t2 = host.t2_ms + conspicuity * (rng.normal(t2_mean, t2_sd) - host.t2_ms)
-        tissue = _Tissue(1.0, max(40.0, t2), float(np.clip(adc, 350.0, 2200.0)),
-                         texture=0.05 if kind == "cancer" else 0.1)
+        tissue = _Tissue(
+            1.0, max(40.0, t2), float(np.clip(adc, 350.0, 2200.0)), texture=0.05 if kind == "cancer" else 0.1
+        )
         if kind == "prostatitis":
             shape = diameter / 2 * np.array([1.0, rng.uniform(0.4, 0.6), rng.uniform(0.6, 0.9)])
             irregularity, edge = 0.15, rng.uniform(2.5, 4.0)
@@ -667,8 +783,7 @@ class _Block:
 
     def relative_to(self, outer: _Block) -> tuple[slice, slice, slice]:
         """This block's slices within the array of an enclosing block."""
-        return tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(self.slices, outer.slices,
-                                                                                 strict=True))
+        return tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(self.slices, outer.slices, strict=True))
 
 
 class _Lattice:
@@ -678,8 +793,7 @@ class _Lattice:
     are spread evenly inside each voxel. `shift_lps` displaces what the grid sees (misregistration).
     """
 
-    def __init__(self, grid: _Grid, sub: tuple[int, int, int], anatomy: _Anatomy,
-                 shift_lps: np.ndarray | None = None):
+    def __init__(self, grid: _Grid, sub: tuple[int, int, int], anatomy: _Anatomy, shift_lps: np.ndarray | None = None):
         self.sub = sub  # (sx, sy, sz)
         self.fine: list[np.ndarray] = []
         for n, s in zip(grid.size, sub, strict=True):
@@ -693,8 +807,12 @@ class _Lattice:
 
     def block(self, low: np.ndarray, high: np.ndarray) -> _Block:
         """Voxel-aligned box of the lattice that contains the body-frame box [low, high]."""
-        corners = np.array([[low[0] if i & 1 else high[0], low[1] if i & 2 else high[1],
-                             low[2] if i & 4 else high[2]] for i in range(8)])
+        corners = np.array(
+            [
+                [low[0] if i & 1 else high[0], low[1] if i & 2 else high[1], low[2] if i & 4 else high[2]]
+                for i in range(8)
+            ]
+        )
         index = np.linalg.solve(self.matrix, (corners - self.offset).T)
         bounds = []
         for axis in range(3):
@@ -753,8 +871,12 @@ class _Lattice:
         x = self.fine[0][block.x]
         y = self.fine[1][block.y]
         z = self.fine[2][block.z]
-        plane = (m[0, 0] * x * x)[None, :] + (m[1, 1] * y * y + g[1] * y + h)[:, None] \
-            + (2.0 * m[0, 1] * y)[:, None] * x[None, :] + (g[0] * x)[None, :]
+        plane = (
+            (m[0, 0] * x * x)[None, :]
+            + (m[1, 1] * y * y + g[1] * y + h)[:, None]
+            + (2.0 * m[0, 1] * y)[:, None] * x[None, :]
+            + (g[0] * x)[None, :]
+        )
         cross = (2.0 * m[0, 2] * x)[None, :] + (2.0 * m[1, 2] * y)[:, None]
         line = m[2, 2] * z * z + g[2] * z
         out = z.astype(_F32)[:, None, None] * cross.astype(_F32)[None]
@@ -825,8 +947,9 @@ class _Labels:
     instances: np.ndarray
 
 
-def _render(anatomy: _Anatomy, lattice: _Lattice, channels: Callable[[_Tissue], dict[str, float]],
-            with_labels: bool) -> tuple[dict[str, np.ndarray], _Labels | None]:
+def _render(
+    anatomy: _Anatomy, lattice: _Lattice, channels: Callable[[_Tissue], dict[str, float]], with_labels: bool
+) -> tuple[dict[str, np.ndarray], _Labels | None]:
     """Paint the anatomy on a lattice; returns voxel-mean channels and (optionally) the labels.
 
     Labels need a lattice without in-plane sub-sampling and with an odd number of sub-slices: zones are
@@ -858,9 +981,8 @@ def _render(anatomy: _Anatomy, lattice: _Lattice, channels: Callable[[_Tissue], 
         centre = slice(sz // 2, None, sz)
         central = (tz_raw[centre] >= 0.5) | (afms_raw[centre] >= 0.5)
         zone_block = np.where(gland_m[centre] >= 0.5, np.where(central, 2, 1), 0).astype(np.uint8)
-        labels.zones[block.z.start // sz:block.z.stop // sz, block.y, block.x] = zone_block
-    canvas.paint(block, np.clip(lattice.quadratic(block, *anatomy.urethra.quadratic()), 0.0, 1.0) * gland_m,
-                 _URETHRA)
+        labels.zones[block.z.start // sz : block.z.stop // sz, block.y, block.x] = zone_block
+    canvas.paint(block, np.clip(lattice.quadratic(block, *anatomy.urethra.quadratic()), 0.0, 1.0) * gland_m, _URETHRA)
 
     def clipped(blob: _Blob) -> tuple[_Block, np.ndarray] | None:
         sub_block = lattice.blob_block(blob)
@@ -882,7 +1004,7 @@ def _render(anatomy: _Anatomy, lattice: _Lattice, channels: Callable[[_Tissue], 
         canvas.paint(sub_block, m, lesion.tissue)
         if labels is not None:
             coverage = m.reshape(m.shape[0] // sz, sz, *m.shape[1:]).mean(axis=1)
-            target = labels.instances[sub_block.z.start // sz:sub_block.z.stop // sz, sub_block.y, sub_block.x]
+            target = labels.instances[sub_block.z.start // sz : sub_block.z.stop // sz, sub_block.y, sub_block.x]
             inside = coverage >= 0.5
             if not inside.any():  # tiny lesion between slice centres: keep its best-covered voxel
                 inside = coverage >= coverage.max() * 0.999
@@ -919,9 +1041,15 @@ def _lesion_record(anatomy: _Anatomy, lesion_id: int, lesion: _LesionSpec) -> Ph
     centre = anatomy.to_lps(inside.mean(axis=0)[None])[0]
     volume_ml = len(inside) * _LESION_SAMPLING_MM**3 / 1000.0
     diameter = _largest_extent(lesion.blob, inside)
-    return PhantomLesion(lesion_id, lesion.grade_group, lesion.kind, lesion.zone,
-                         (float(centre[0]), float(centre[1]), float(centre[2])), round(diameter, 2),
-                         round(volume_ml, 4))
+    return PhantomLesion(
+        lesion_id,
+        lesion.grade_group,
+        lesion.kind,
+        lesion.zone,
+        (float(centre[0]), float(centre[1]), float(centre[2])),
+        round(diameter, 2),
+        round(volume_ml, 4),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -940,8 +1068,9 @@ def _upsample2(array: np.ndarray, axis: int, length: int) -> np.ndarray:
     return np.moveaxis(out[:length], 0, axis)
 
 
-def _texture(rng: np.random.Generator, shape: tuple[int, int, int], sigma_voxels: tuple[float, float, float]
-             ) -> np.ndarray:
+def _texture(
+    rng: np.random.Generator, shape: tuple[int, int, int], sigma_voxels: tuple[float, float, float]
+) -> np.ndarray:
     """Smooth zero-mean unit-SD random field [Z, Y, X] (tissue microstructure), float32.
 
     Filtered white noise at half the in-plane resolution, upsampled linearly; sigma in voxels of `shape`.
@@ -1005,8 +1134,12 @@ def _dwi_channels(site: SiteProfile) -> Callable[[_Tissue], dict[str, float]]:
         t2_ms = tissue.t2_ms if tissue.dwi_t2_ms is None else tissue.dwi_t2_ms
         unsuppressed = gain * tissue.pd * math.exp(-site.dwi_te_ms / t2_ms)
         s0 = unsuppressed * (_FAT_SUPPRESSION if tissue.fat else 1.0)
-        values = {"b_lo": s0 * math.exp(-b_lo * tissue.adc * 1e-6), "b_hi": s0 * math.exp(-b_hi * tissue.adc * 1e-6),
-                  "texture": tissue.texture, "fat_s0": unsuppressed if tissue.fat else 0.0}
+        values = {
+            "b_lo": s0 * math.exp(-b_lo * tissue.adc * 1e-6),
+            "b_hi": s0 * math.exp(-b_hi * tissue.adc * 1e-6),
+            "texture": tissue.texture,
+            "fat_s0": unsuppressed if tissue.fat else 0.0,
+        }
         if site.hbv_acquired:
             values["hbv"] = s0 * math.exp(-site.hbv_b_value * tissue.adc * 1e-6)
         return values
@@ -1014,8 +1147,9 @@ def _dwi_channels(site: SiteProfile) -> Callable[[_Tissue], dict[str, float]]:
     return channels
 
 
-def _add_fat_leak(rng: np.random.Generator, anatomy: _Anatomy, lattice: _Lattice, site: SiteProfile,
-                  channels: dict[str, np.ndarray]) -> None:
+def _add_fat_leak(
+    rng: np.random.Generator, anatomy: _Anatomy, lattice: _Lattice, site: SiteProfile, channels: dict[str, np.ndarray]
+) -> None:
     """Imperfect fat suppression near the anterior abdominal wall (B0 inhomogeneity at the air-tissue
     boundary): a residual fat signal fading over 40 mm from the skin, up to 5-30 % of unsuppressed fat,
     added to the DWI channels in place (fat ADC ~200 um^2/s, so it stays bright at high b)."""
@@ -1023,8 +1157,9 @@ def _add_fat_leak(rng: np.random.Generator, anatomy: _Anatomy, lattice: _Lattice
     strength = rng.uniform(0.05, 0.3)
     # leak = strength * clip((v_skin + ramp - v) / ramp, 0, 1), v = posterior coordinate of the body frame
     slope = np.array([0.0, -strength / ramp_mm, 0.0])
-    leak = lattice.quadratic(lattice.whole(), np.zeros((3, 3)), slope,
-                             strength * (anatomy.anterior_skin_v + ramp_mm) / ramp_mm)
+    leak = lattice.quadratic(
+        lattice.whole(), np.zeros((3, 3)), slope, strength * (anatomy.anterior_skin_v + ramp_mm) / ramp_mm
+    )
     np.clip(leak, 0.0, strength, out=leak)
     leak *= channels.pop("fat_s0")
     fat_adc = _FAT.adc * 1e-6
@@ -1034,8 +1169,9 @@ def _add_fat_leak(rng: np.random.Generator, anatomy: _Anatomy, lattice: _Lattice
         channels["hbv"] += leak * _F32(math.exp(-site.hbv_b_value * fat_adc))
 
 
-def _dwi_images(rng: np.random.Generator, site: SiteProfile, channels: dict[str, np.ndarray],
-                bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _dwi_images(
+    rng: np.random.Generator, site: SiteProfile, channels: dict[str, np.ndarray], bias: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Noisy ADC (um^2/s) and high-b arrays [Z, Y, X] from the noise-free DWI channels."""
     b_lo, b_hi = site.adc_b_values
     gain = _DWI_REFERENCE_GAIN * site.dwi_gain
@@ -1111,24 +1247,31 @@ def generate_case(seed: int, site: str | SiteProfile = "A", index: int = 0) -> P
     _add_lesions(rng, anatomy)
 
     t2_direction, dwi_direction = _acquisition_planes(rng, profile)
-    fov_centre = anatomy.to_lps(np.array([[rng.normal(0, 3), rng.normal(0, 3),
-                                           0.2 * anatomy.gland.semi[2] + rng.normal(0, 3)]]))[0]
+    fov_centre = anatomy.to_lps(
+        np.array([[rng.normal(0, 3), rng.normal(0, 3), 0.2 * anatomy.gland.semi[2] + rng.normal(0, 3)]])
+    )[0]
     coverage = 2.1 * anatomy.gland.semi[2] + 20.0
     n_slices = int(np.clip(math.ceil(coverage / profile.t2_slice_mm) + rng.integers(0, 2), *profile.t2_slices))
-    t2_grid = _Grid.centred((profile.t2_matrix, profile.t2_matrix, n_slices),
-                            (profile.t2_inplane_mm, profile.t2_inplane_mm, profile.t2_slice_mm),
-                            t2_direction, fov_centre)
+    t2_grid = _Grid.centred(
+        (profile.t2_matrix, profile.t2_matrix, n_slices),
+        (profile.t2_inplane_mm, profile.t2_inplane_mm, profile.t2_slice_mm),
+        t2_direction,
+        fov_centre,
+    )
     dwi_slices = int(round(n_slices * profile.t2_slice_mm / profile.dwi_slice_mm))
-    dwi_grid = _Grid.centred((*profile.dwi_matrix, dwi_slices),
-                             (profile.dwi_inplane_mm, profile.dwi_inplane_mm, profile.dwi_slice_mm),
-                             dwi_direction, fov_centre)
+    dwi_grid = _Grid.centred(
+        (*profile.dwi_matrix, dwi_slices),
+        (profile.dwi_inplane_mm, profile.dwi_inplane_mm, profile.dwi_slice_mm),
+        dwi_direction,
+        fov_centre,
+    )
     shift_dir = np.array([rng.normal(0, 0.35), 1.0 if rng.random() < 0.5 else -1.0, rng.normal(0, 0.35)])
-    shift = dwi_direction @ (shift_dir / np.linalg.norm(shift_dir)) * profile.misregistration_mm \
-        * rng.uniform(0.5, 1.5)
+    shift = dwi_direction @ (shift_dir / np.linalg.norm(shift_dir)) * profile.misregistration_mm * rng.uniform(0.5, 1.5)
 
     # T2w
-    t2_channels, labels = _render(anatomy, _Lattice(t2_grid, (1, 1, _SUBSLICES), anatomy),
-                                  _t2w_channels(profile), with_labels=True)
+    t2_channels, labels = _render(
+        anatomy, _Lattice(t2_grid, (1, 1, _SUBSLICES), anatomy), _t2w_channels(profile), with_labels=True
+    )
     assert labels is not None
     t2_sigma_vox = (0.3, 1.6, 1.6)
     t2w = t2_channels["t2w"] * (1.0 + t2_channels["texture"] * _texture(rng, labels.zones.shape, t2_sigma_vox))
@@ -1137,8 +1280,9 @@ def generate_case(seed: int, site: str | SiteProfile = "A", index: int = 0) -> P
     t2w = _rician(rng, t2w, pz_t2w / profile.t2_snr)
 
     # DWI: ADC and high-b
-    dwi_channels, _ = _render(anatomy, _Lattice(dwi_grid, (2, 2, _SUBSLICES), anatomy, shift),
-                              _dwi_channels(profile), with_labels=False)
+    dwi_channels, _ = _render(
+        anatomy, _Lattice(dwi_grid, (2, 2, _SUBSLICES), anatomy, shift), _dwi_channels(profile), with_labels=False
+    )
     _add_fat_leak(rng, anatomy, _Lattice(dwi_grid, (1, 1, 1), anatomy, shift), profile, dwi_channels)
     adc, hbv = _dwi_images(rng, profile, dwi_channels, _bias_field(rng, anatomy, dwi_grid, profile.bias_field))
 
@@ -1147,8 +1291,9 @@ def generate_case(seed: int, site: str | SiteProfile = "A", index: int = 0) -> P
     relabel = np.zeros(len(anatomy.lesions) + 1, np.uint8)
     relabel[present] = np.arange(1, len(present) + 1)
     labels.instances = relabel[labels.instances]
-    lesions = [_lesion_record(anatomy, new_id, anatomy.lesions[old_id - 1])
-               for new_id, old_id in enumerate(present, start=1)]
+    lesions = [
+        _lesion_record(anatomy, new_id, anatomy.lesions[old_id - 1]) for new_id, old_id in enumerate(present, start=1)
+    ]
     cspca = np.zeros_like(labels.instances)
     for lesion in lesions:
         if lesion.clinically_significant:
@@ -1162,11 +1307,22 @@ def generate_case(seed: int, site: str | SiteProfile = "A", index: int = 0) -> P
 
     case_id = case_id_for(profile.name, index)
     return PhantomCase(
-        case_id=case_id, patient_id=case_id, study_id=study_id_for(index), site=profile.name, seed=seed,
-        t2w=t2_grid.image(t2w.astype(_F32)), adc=dwi_grid.image(adc), hbv=dwi_grid.image(hbv),
-        lesion_instances=t2_grid.image(labels.instances), cspca_mask=t2_grid.image(cspca),
-        zones=t2_grid.image(labels.zones), lesions=lesions, b_value=profile.hbv_b_value,
-        prostate_volume_ml=round(prostate_volume, 2), patient_age=int(age), psa=round(psa, 2),
+        case_id=case_id,
+        patient_id=case_id,
+        study_id=study_id_for(index),
+        site=profile.name,
+        seed=seed,
+        t2w=t2_grid.image(t2w.astype(_F32)),
+        adc=dwi_grid.image(adc),
+        hbv=dwi_grid.image(hbv),
+        lesion_instances=t2_grid.image(labels.instances),
+        cspca_mask=t2_grid.image(cspca),
+        zones=t2_grid.image(labels.zones),
+        lesions=lesions,
+        b_value=profile.hbv_b_value,
+        prostate_volume_ml=round(prostate_volume, 2),
+        patient_age=int(age),
+        psa=round(psa, 2),
         mri_date=mri_date.isoformat(),
     )
 
@@ -1176,10 +1332,34 @@ def generate_case(seed: int, site: str | SiteProfile = "A", index: int = 0) -> P
 # --------------------------------------------------------------------------------------------------
 
 _GLEASON = {0: "0+0", 1: "3+3", 2: "3+4", 3: "4+3", 4: "4+4", 5: "4+5"}
-MARKSHEET_COLUMNS = ["patient_id", "study_id", "mri_date", "patient_age", "psa", "psad", "prostate_volume",
-                     "histopath_type", "lesion_GS", "lesion_ISUP", "case_ISUP", "case_csPCa", "center"]
-LESION_COLUMNS = ["patient_id", "study_id", "lesion_id", "grade_group", "kind", "zone", "center_x_mm",
-                  "center_y_mm", "center_z_mm", "diameter_mm", "volume_ml"]
+MARKSHEET_COLUMNS = [
+    "patient_id",
+    "study_id",
+    "mri_date",
+    "patient_age",
+    "psa",
+    "psad",
+    "prostate_volume",
+    "histopath_type",
+    "lesion_GS",
+    "lesion_ISUP",
+    "case_ISUP",
+    "case_csPCa",
+    "center",
+]
+LESION_COLUMNS = [
+    "patient_id",
+    "study_id",
+    "lesion_id",
+    "grade_group",
+    "kind",
+    "zone",
+    "center_x_mm",
+    "center_y_mm",
+    "center_z_mm",
+    "diameter_mm",
+    "volume_ml",
+]
 
 
 def _csv_text(columns: list[str], rows: list[dict[str, object]]) -> str:
@@ -1217,25 +1397,48 @@ def _marksheet_row(case: PhantomCase, rng: np.random.Generator) -> dict[str, obj
     else:  # no biopsy (negative follow-up): no histopathology fields, as in PI-CAI
         histopath = ""
     return {
-        "patient_id": case.patient_id, "study_id": case.study_id, "mri_date": case.mri_date,
-        "patient_age": case.patient_age, "psa": case.psa,
+        "patient_id": case.patient_id,
+        "study_id": case.study_id,
+        "mri_date": case.mri_date,
+        "patient_age": case.patient_age,
+        "psa": case.psa,
         "psad": round(case.psa / case.prostate_volume_ml, 3) if case.prostate_volume_ml > 0 else "",
-        "prostate_volume": case.prostate_volume_ml, "histopath_type": histopath,
-        "lesion_GS": ",".join(_GLEASON[g] for g in grades), "lesion_ISUP": ",".join(str(g) for g in grades),
-        "case_ISUP": case_isup, "case_csPCa": "YES" if case_isup >= 2 else "NO", "center": case.site,
+        "prostate_volume": case.prostate_volume_ml,
+        "histopath_type": histopath,
+        "lesion_GS": ",".join(_GLEASON[g] for g in grades),
+        "lesion_ISUP": ",".join(str(g) for g in grades),
+        "case_ISUP": case_isup,
+        "case_csPCa": "YES" if case_isup >= 2 else "NO",
+        "center": case.site,
     }
 
 
 def _lesion_rows(case: PhantomCase) -> list[dict[str, object]]:
-    return [{"patient_id": case.patient_id, "study_id": case.study_id, "lesion_id": lesion.lesion_id,
-             "grade_group": lesion.grade_group, "kind": lesion.kind, "zone": lesion.zone,
-             "center_x_mm": round(lesion.center_lps_mm[0], 3), "center_y_mm": round(lesion.center_lps_mm[1], 3),
-             "center_z_mm": round(lesion.center_lps_mm[2], 3), "diameter_mm": lesion.diameter_mm,
-             "volume_ml": lesion.volume_ml} for lesion in case.lesions]
+    return [
+        {
+            "patient_id": case.patient_id,
+            "study_id": case.study_id,
+            "lesion_id": lesion.lesion_id,
+            "grade_group": lesion.grade_group,
+            "kind": lesion.kind,
+            "zone": lesion.zone,
+            "center_x_mm": round(lesion.center_lps_mm[0], 3),
+            "center_y_mm": round(lesion.center_lps_mm[1], 3),
+            "center_z_mm": round(lesion.center_lps_mm[2], 3),
+            "diameter_mm": lesion.diameter_mm,
+            "volume_ml": lesion.volume_ml,
+        }
+        for lesion in case.lesions
+    ]
 
 
-def write_cohort(out_dir: Path | str, n_cases: int, site: str | SiteProfile = "A", seed: int = 0,
-                 progress: Callable[[int, int], None] | None = None) -> list[str]:
+def write_cohort(
+    out_dir: Path | str,
+    n_cases: int,
+    site: str | SiteProfile = "A",
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
     """Generate and write cases 0..n_cases-1 of (seed, site) in the PI-CAI layout plus marksheet.csv,
     lesions.csv and cohort.json (written last). progress(done, total) is called after each case.
     Returns the case ids."""
@@ -1258,8 +1461,15 @@ def write_cohort(out_dir: Path | str, n_cases: int, site: str | SiteProfile = "A
             progress(index + 1, n_cases)
     write_text_atomic(out_dir / "marksheet.csv", _csv_text(MARKSHEET_COLUMNS, marksheet))
     write_text_atomic(out_dir / "lesions.csv", _csv_text(LESION_COLUMNS, lesion_rows))
-    cohort = {"generator": "LesionAILib.phantom", "version": GENERATOR_VERSION, "site": profile.name,
-              "site_description": profile.description, "seed": seed, "n_cases": n_cases,
-              "case_ids": case_ids, "synthetic": True}
+    cohort = {
+        "generator": "LesionAILib.phantom",
+        "version": GENERATOR_VERSION,
+        "site": profile.name,
+        "site_description": profile.description,
+        "seed": seed,
+        "n_cases": n_cases,
+        "case_ids": case_ids,
+        "synthetic": True,
+    }
     write_json_atomic(out_dir / "cohort.json", cohort)
     return case_ids

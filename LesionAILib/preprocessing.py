@@ -8,8 +8,9 @@ The pipeline, one visible function (:func:`preprocess`):
 2. **Resampling** of every role into that grid in physical space (trilinear for images, nearest
    for label maps) — SimpleITK on a CPU, torch ``grid_sample`` on CUDA; both agree to 1e-3.
 3. **Intensity normalisation** per role (:class:`IntensityConfig`): T2 and high-b robust z-score
-   (clip to percentiles, then standardise); ADC on its physical scale (µm²/s × 10⁻³, so normal
-   peripheral zone ≈ 1.6–2.0), because ADC is quantitative and its absolute value carries meaning.
+   (clip to percentiles — 0.5/99.5 for T2, 0.5/99.9 for high-b — then standardise); ADC on its
+   physical scale (µm²/s × 10⁻³, so normal peripheral zone ≈ 1.6–2.0), because ADC is quantitative
+   and its absolute value carries meaning.
 
 The inverse path, :func:`to_t2_grid`, brings a map from the target grid back into the original T2
 geometry — how heatmaps reach the reader's screen.
@@ -58,10 +59,12 @@ class IntensityConfig:
             raise ConfigError(f"percentiles must satisfy 0 ≤ low < high ≤ 100, got {self.low}, {self.high}")
 
 
+# Clip percentiles: lesions are the darkest T2 and the brightest high-b structures and can be
+# ~1 % of the grid, so the clip must not cut them: T2 keeps its darkest 0.5 %, high-b its top 0.1 %.
 DEFAULT_INTENSITY = {
-    "t2w": IntensityConfig("robust_zscore", 1.0, 99.0),
+    "t2w": IntensityConfig("robust_zscore", 0.5, 99.5),
     "adc": IntensityConfig("scale", scale=1e-3, clip=(0.0, 4.0)),  # µm²/s → 10⁻³ mm²/s
-    "hbv": IntensityConfig("robust_zscore", 1.0, 99.0),
+    "hbv": IntensityConfig("robust_zscore", 0.5, 99.9),
 }
 
 

@@ -94,6 +94,39 @@ class Phase2Config:
 
 
 @dataclass
+class Curriculum:
+    """Admit training cases in a given order (multi-site similarity order, deployment uncertainty order).
+
+    Epoch ``e`` (1-based) trains on the first ``ceil(n × f(e))`` cases of ``order``, with
+    ``f(e) = min(1, start_fraction + (1 - start_fraction) × (e - 1) / ramp_epochs)``, plus — when
+    ``replay`` names cases of an earlier dataset — ``replay_fraction`` of each epoch drawn from
+    them, so the earlier site is not forgotten.
+    """
+
+    order: list[str]
+    start_fraction: float = 0.3
+    ramp_epochs: int = 5
+    replay: list[str] = field(default_factory=list)
+    replay_fraction: float = 0.3
+
+    def admitted(self, epoch: int) -> int:
+        fraction = min(1.0, self.start_fraction + (1 - self.start_fraction) * (epoch - 1) / max(self.ramp_epochs, 1))
+        return max(1, int(np.ceil(len(self.order) * fraction)))
+
+    def epoch_cases(self, epoch: int, seed: int) -> list[str]:
+        """The case ids of epoch ``epoch`` in training order (deterministic)."""
+        chosen = list(self.order[: self.admitted(epoch)])
+        if self.replay and self.replay_fraction > 0:
+            count = int(round(len(chosen) * self.replay_fraction / (1 - self.replay_fraction)))
+            rng = np.random.default_rng([seed, epoch, 3])
+            chosen += [
+                self.replay[i] for i in rng.choice(len(self.replay), size=min(count, len(self.replay)), replace=False)
+            ]
+        rng = np.random.default_rng([seed, epoch, 4])
+        return [chosen[i] for i in rng.permutation(len(chosen))]
+
+
+@dataclass
 class TrainConfig:
     """Everything a training run needs; stored in every model file it writes.
 
@@ -320,6 +353,7 @@ class Trainer:
         train_cases: Sequence[PreparedCase] | None = None,
         val_cases: Sequence[PreparedCase] | None = None,
         initial_model: LesionModel | None = None,
+        curriculum: Curriculum | None = None,
     ):
         self.config = config
         self.run_dir = Path(run_dir)
@@ -342,6 +376,7 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.history: list[dict] = []
+        self.curriculum = curriculum
 
     # ---------------------------------------------------------------- data
     def prepare_data(self) -> None:
@@ -367,6 +402,16 @@ class Trainer:
         self.events.emit("prepare", train=len(records), val=len(val_records))
         self.train_cases = prepare_cases(records, config.preprocess, config.cache_dir, progress)
         self.val_cases = prepare_cases(val_records, config.preprocess, config.cache_dir, progress)
+
+    def _epoch_order(self, epoch: int, sampler: CropSampler) -> list[int]:
+        """Indices into ``train_cases`` for one epoch: shuffled, or as the curriculum admits them."""
+        if self.curriculum is None:
+            return [int(i) for i in sampler.order(epoch)]
+        position = {case.case_id: i for i, case in enumerate(self.train_cases)}
+        missing = [c for c in self.curriculum.order + self.curriculum.replay if c not in position]
+        if missing:
+            raise ConfigError(f"curriculum names cases that are not in the training data: {', '.join(missing[:3])}")
+        return [position[c] for c in self.curriculum.epoch_cases(epoch, self.config.seed)]
 
     # ---------------------------------------------------------------- helpers
     def _autocast(self):
@@ -498,7 +543,7 @@ class Trainer:
             torch.manual_seed(config.seed * 100_003 + epoch)
             for group in optimizer.param_groups:
                 group["lr"] = p1.lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / p1.epochs))
-            items = [(int(i), draw) for draw in range(p1.crops_per_case) for i in sampler.order(epoch)]
+            items = [(int(i), draw) for draw in range(p1.crops_per_case) for i in self._epoch_order(epoch, sampler)]
             batches = self.distributed.batches(items, p1.batch_size)
             total_loss, count = 0.0, 0
             for batch_index, batch in enumerate(batches):
@@ -648,8 +693,11 @@ class Trainer:
                     self.model.parameters(), lr=p2.joint_lr, weight_decay=p2.weight_decay
                 )
             active = joint_optimizer if joint else optimizer
-            order = np.random.default_rng([config.seed, epoch, 2]).permutation(len(samples))
-            batches = self.distributed.batches(order.tolist(), p2.batch_size)
+            order = np.random.default_rng([config.seed, epoch, 2]).permutation(len(samples)).tolist()
+            if self.curriculum is not None:
+                admitted = set(self._epoch_order(epoch, localizer_sampler))
+                order = [i for i in order if samples[i]["case"] in admitted]
+            batches = self.distributed.batches(order, p2.batch_size)
             total_loss, count = 0.0, 0
             for batch_index, batch in enumerate(batches):
                 self.cancel.check()

@@ -186,9 +186,14 @@ def test_normalisation_t2_and_hbv_robust_zscore_adc_physical_scale(case_0000):
         values = prepared.channel(role)[prepared.fov[prepared.roles.index(role)]]
         assert abs(float(values.mean())) < 1e-3 and abs(float(values.std()) - 1.0) < 1e-3
         raw = resample_sitk(case_0000.image(role), grid, "linear")
-        low, high = np.percentile(raw[prepared.fov[0].numpy()], [1, 99])
+        config = PreprocessConfig().intensity[role]
+        inside = raw[prepared.fov[prepared.roles.index(role)].numpy()]
         applied = prepared.normalisation[role]
-        assert abs(applied["low"] - low) <= 0.02 * (high - low) and abs(applied["high"] - high) <= 0.02 * (high - low)
+        # percentiles are estimated on a strided subsample: check their rank, not their value
+        above = 100.0 * np.mean(inside > applied["high"])
+        assert 0.5 * (100 - config.high) <= above <= 2.0 * (100 - config.high)
+        below = 100.0 * np.mean(inside < applied["low"])
+        assert below <= 2.0 * config.low
     adc_raw = resample_sitk(case_0000.adc, grid, "linear")
     inside = prepared.fov[1].numpy()
     np.testing.assert_allclose(
