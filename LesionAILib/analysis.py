@@ -101,14 +101,18 @@ class Analyzer:
 
     @torch.no_grad()
     def localize(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[C, Z, Y, X] preprocessed images → (combined [Z, Y, X], per-sequence [C, Z, Y, X]) maps."""
+        """[C, Z, Y, X] preprocessed images → (combined [Z, Y, X], per-sequence [C, Z, Y, X]) maps.
+
+        The per-sequence maps are [0, Z, Y, X] (empty) for a plain U-Net model.
+        """
         batch = images[None]
         if self.tta:
             batch = torch.cat([batch, torch.flip(batch, dims=[-1])])
         with self._autocast():
             output = self.model(batch)
         combined = output["combined"][:, 0].float()
-        sequences = output["sequence_maps"].float()
+        sequences = output["sequence_maps"]
+        sequences = combined[:, :0] if sequences is None else sequences.float()  # plain U-Net: none
         if self.tta:
             combined = 0.5 * (combined[0] + torch.flip(combined[1], dims=[-1]))[None]
             sequences = 0.5 * (sequences[0] + torch.flip(sequences[1], dims=[-1]))[None]
@@ -190,7 +194,7 @@ class Analyzer:
         heatmap = to_t2_grid(combined, prepared.grid, prepared.t2_grid, "linear")
         sequence_maps = {
             role: to_t2_grid(sequences[i], prepared.grid, prepared.t2_grid, "linear")
-            for i, role in enumerate(prepared.roles)
+            for i, role in enumerate(prepared.roles[: sequences.shape[0]])
         }
         candidate_map = to_t2_grid(labels.astype(np.float32), prepared.grid, prepared.t2_grid, "nearest")
         candidate_map = sitk.Cast(candidate_map, sitk.sitkUInt8)

@@ -247,6 +247,10 @@ def _cmd_train(args) -> int:
     config = load_config(args.config)
     if args.device:
         config.device = args.device
+    if args.train:
+        config.train = [str(Path(p).resolve()) for p in args.train]
+    if args.val:
+        config.val = [str(Path(p).resolve()) for p in args.val]
     run = Path(args.run)
     events = EventLog(run / "progress.jsonl", echo=args.json_events, bar=not args.json_events and sys.stderr.isatty())
     model = Trainer(config, run, events).run(args.phase, args.out)
@@ -457,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run", required=True, help="run folder: checkpoints, progress.jsonl, best models")
     train.add_argument("--phase", choices=("1", "2", "both"), default="both")
     train.add_argument("--out", help="final model file (default RUN/model.safetensors)")
+    train.add_argument("--train", nargs="+", metavar="COHORT", help="training cohort folders (override the config's)")
+    train.add_argument("--val", nargs="+", metavar="COHORT", help="validation cohort folders (override the config's)")
     train.add_argument("--device", help="override the configuration's device (auto, cpu, cuda)")
     train.add_argument("--json-events", action="store_true", help="print progress as JSON lines on stdout")
     train.set_defaults(handler=_cmd_train)

@@ -14,6 +14,8 @@ the model file (:mod:`LesionAILib.modelfile`), so a model file rebuilds itself.
   per-sequence maps come from light heads on each sequence's encoder.
 * ``multitask`` — the fusion network plus a case-level classification head on the fused
   bottleneck (probability that the case has clinically significant cancer).
+* ``unet`` — a plain early-fusion 3D U-Net (all sequences stacked as input channels, one map, no
+  per-sequence maps): the PI-CAI U-Net-style baseline the benchmarks compare against.
 
 The maps are a **regression** target that carries the lesion score: a smooth blob over each
 lesion whose plateau value encodes its grade group (:func:`LesionAILib.targets.heatmap_target`).
@@ -39,7 +41,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-LOCALIZER_VARIANTS = ("per_sequence", "fusion", "multitask")
+LOCALIZER_VARIANTS = ("per_sequence", "fusion", "multitask", "unet")
 NUM_GRADE_GROUPS = 6  # ISUP grade group 0 (benign) to 5
 
 
@@ -187,7 +189,7 @@ class LocalizationNet(nn.Module):
     """Per-sequence localization maps and a combined map, from [N, C, Z, Y, X] images.
 
     ``forward`` returns a dict:
-        ``sequence_maps``: [N, C, Z, Y, X] in [0, 1], one map per input sequence;
+        ``sequence_maps``: [N, C, Z, Y, X] in [0, 1], one map per input sequence (``None`` for ``unet``);
         ``combined``: [N, 1, Z, Y, X] in [0, 1], the combined localization map;
         ``case_logit``: [N] (``multitask`` only, else ``None``).
     """
@@ -196,14 +198,19 @@ class LocalizationNet(nn.Module):
         super().__init__()
         self.config = config
         c, widths, pools, dropout = config.in_channels, config.widths, config.pools, config.dropout
-        self.encoders = nn.ModuleList(Encoder(1, widths, pools, dropout) for _ in range(c))
-        if config.variant == "per_sequence":
+        if config.variant == "unet":
+            self.encoders = nn.ModuleList([Encoder(c, widths, pools, dropout)])
+            self.decoder = Decoder(widths, pools, dropout)
+            self.head = nn.Conv3d(widths[0], 1, 1)
+        elif config.variant == "per_sequence":
+            self.encoders = nn.ModuleList(Encoder(1, widths, pools, dropout) for _ in range(c))
             self.decoders = nn.ModuleList(Decoder(widths, pools, dropout) for _ in range(c))
             self.sequence_heads = nn.ModuleList(nn.Conv3d(widths[0], 1, 1) for _ in range(c))
             self.combine = nn.Sequential(
                 ConvBlock(c * widths[0] + c, widths[0], (1, 3, 3), 0.0), nn.Conv3d(widths[0], 1, 1)
             )
         else:
+            self.encoders = nn.ModuleList(Encoder(1, widths, pools, dropout) for _ in range(c))
             self.fuse = nn.ModuleList(nn.Conv3d(c * w, w, 1) for w in widths)
             self.decoder = Decoder(widths, pools, dropout)
             self.head = nn.Conv3d(widths[0], 1, 1)
@@ -223,6 +230,8 @@ class LocalizationNet(nn.Module):
     def _encode_all(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
         if x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected {self.config.in_channels} channels, got {x.shape[1]}")
+        if self.config.variant == "unet":
+            return [self.encoders[0](x)]
         return [encoder(x[:, i : i + 1]) for i, encoder in enumerate(self.encoders)]
 
     def _fused(self, per_sequence: list[list[torch.Tensor]]) -> list[torch.Tensor]:
@@ -231,7 +240,7 @@ class LocalizationNet(nn.Module):
     def encode_pooled(self, x: torch.Tensor) -> torch.Tensor:
         """[N, C, z, y, x] crop → [N, encoder_dim] (mean- and max-pooled bottleneck features)."""
         per_sequence = self._encode_all(x)
-        if self.config.variant == "per_sequence":
+        if self.config.variant in ("per_sequence", "unet"):
             bottlenecks = [f[-1] for f in per_sequence]
         else:
             bottlenecks = [self._fused(per_sequence)[-1]]
@@ -240,6 +249,9 @@ class LocalizationNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         per_sequence = self._encode_all(x)
+        if self.config.variant == "unet":
+            combined = torch.sigmoid(self.head(self.decoder(per_sequence[0])))
+            return {"sequence_maps": None, "combined": combined, "case_logit": None}
         if self.config.variant == "per_sequence":
             decoded = [decoder(f) for decoder, f in zip(self.decoders, per_sequence, strict=True)]
             sequence_logits = [head(d) for head, d in zip(self.sequence_heads, decoded, strict=True)]

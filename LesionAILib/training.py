@@ -62,7 +62,12 @@ CHECKPOINT = "checkpoint.safetensors"
 # --------------------------------------------------------------------------- configuration
 @dataclass
 class Phase1Config:
-    """Localization training. ``crop`` is (Z, Y, X) voxels of the model grid."""
+    """Localization training. ``crop`` is (Z, Y, X) voxels of the model grid.
+
+    ``objective``: ``"regression"`` (the score-carrying heatmap, LesionAI's method) or
+    ``"segmentation"`` (binary csPCa mask with cross-entropy + soft Dice, the PI-CAI U-Net-style
+    baseline).
+    """
 
     epochs: int = 30
     batch_size: int = 4
@@ -76,6 +81,7 @@ class Phase1Config:
     positive_weight: float = 10.0
     dice_weight: float = 0.2
     case_weight: float = 0.2
+    objective: str = "regression"
 
 
 @dataclass
@@ -133,7 +139,7 @@ class TrainConfig:
     Attributes:
         train, val: cohort folders (PI-CAI layout or phantom cohorts). Without ``val``,
             ``val_fraction`` of the training cases (chosen by ``seed``) validate.
-        cache_dir: where preprocessed cases are kept between runs.
+        cache_dir: where preprocessed cases are kept between runs (relative: to the working folder).
         device: ``auto``, ``cpu`` or ``cuda``; ``amp`` enables mixed precision on CUDA.
     """
 
@@ -225,10 +231,8 @@ def load_config(path: str | Path) -> TrainConfig:
     except json.JSONDecodeError as error:
         raise ConfigError(f"not valid JSON (line {error.lineno}: {error.msg})", path) from None
     base = path.parent
-    for key in ("train", "val"):
+    for key in ("train", "val"):  # data folders named in the file are relative to the file
         data[key] = [str((base / p).resolve()) if not Path(p).is_absolute() else p for p in data.get(key, [])]
-    if "cache_dir" in data and not Path(data["cache_dir"]).is_absolute():
-        data["cache_dir"] = str((base / data["cache_dir"]).resolve())
     return TrainConfig.from_dict(data)
 
 
@@ -269,25 +273,34 @@ def init_distributed(device: torch.device) -> Distributed:
 # --------------------------------------------------------------------------- losses
 def localization_loss(output: dict, target: torch.Tensor, cspca: torch.Tensor, config: Phase1Config) -> torch.Tensor:
     """Phase-1 loss. ``target`` [N, Z, Y, X] heatmap, ``cspca`` [N, Z, Y, X] 0/1 mask."""
+    combined = output["combined"].float()
+    mask = cspca.float()[:, None]
+    if config.objective == "segmentation":
+        probability = combined.clamp(1e-6, 1 - 1e-6)
+        loss = F.binary_cross_entropy(probability, mask, weight=1.0 + config.positive_weight * mask)
+        return loss + _soft_dice_loss(combined[:, 0], mask[:, 0])
     target = target[:, None]
     weight = 1.0 + config.positive_weight * (target > 0.01).float()
-    combined = output["combined"].float()
     loss = (weight * (combined - target) ** 2).mean()
-    if config.sequence_weight > 0:
+    if config.sequence_weight > 0 and output.get("sequence_maps") is not None:
         sequences = output["sequence_maps"].float()
         loss = loss + config.sequence_weight * (weight * (sequences - target) ** 2).mean()
     if config.dice_weight > 0:
         # soft "map ≥ csPCa level" indicator against the csPCa mask
-        soft = (combined[:, 0] / (CSPCA_THRESHOLD + 0.1)).clamp(0, 1)
-        mask = cspca.float()
-        intersection = (soft * mask).sum(dim=(1, 2, 3))
-        denominator = soft.sum(dim=(1, 2, 3)) + mask.sum(dim=(1, 2, 3))
-        dice = (2 * intersection + 1.0) / (denominator + 1.0)
-        loss = loss + config.dice_weight * (1 - dice).mean()
+        loss = loss + config.dice_weight * _soft_dice_loss(
+            (combined[:, 0] / (CSPCA_THRESHOLD + 0.1)).clamp(0, 1), mask[:, 0]
+        )
     if output.get("case_logit") is not None and config.case_weight > 0:
         has_cspca = (cspca.flatten(1).amax(1) > 0).float()
         loss = loss + config.case_weight * F.binary_cross_entropy_with_logits(output["case_logit"].float(), has_cspca)
     return loss
+
+
+def _soft_dice_loss(probability: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 − soft Dice per sample (smoothed so empty masks and empty predictions agree), averaged."""
+    intersection = (probability * mask).sum(dim=(1, 2, 3))
+    denominator = probability.sum(dim=(1, 2, 3)) + mask.sum(dim=(1, 2, 3))
+    return (1 - (2 * intersection + 1.0) / (denominator + 1.0)).mean()
 
 
 def classification_loss(output: dict, cspca: torch.Tensor, grade: torch.Tensor, grade_weight: float) -> torch.Tensor:
