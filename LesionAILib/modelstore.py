@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import ModelFileError
 from .io_utils import atomic_path, write_json_atomic
-from .modelfile import bundled_model_path, read_metadata
+from .modelfile import DEMO_MODEL, bundled_model_path, read_metadata
 
 FORMAT = "lesionai-model-store"
 DEMO_VERSION = "demo"
@@ -106,7 +106,7 @@ class ModelStore:
         items = [
             ModelVersion(
                 DEMO_VERSION,
-                self.path(DEMO_VERSION),
+                DEMO_MODEL,
                 None,
                 "",
                 {},

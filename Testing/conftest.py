@@ -91,3 +91,20 @@ def phantom_cohort(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cohort-A")
     write_cohort(folder, 6, site="A", seed=11)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(phantom_cohort, tmp_path_factory) -> Path:
+    """A tiny two-phase model trained in seconds on the phantom cohort (for analysis/ordering tests)."""
+    from LesionAILib.training import TrainConfig, Trainer
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    config = TrainConfig.from_dict(
+        tiny_config(
+            [str(phantom_cohort)],
+            str(folder / "cache"),
+            preprocess={"shape": [8, 48, 48], "spacing": [3.0, 2.0, 2.0]},
+            phase1={"crop": [8, 32, 32]},
+        )
+    )
+    return Trainer(config, folder / "run").run("both")
