@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from .crops import extract_crop
 from .errors import LesionAIError, StudyError
-from .io_utils import write_atomic, write_json_atomic
+from .io_utils import write_json_atomic, write_npy_atomic
 from .preprocessing import PreprocessConfig, preprocess
 from .studies import Case, find_picai_cases, open_files
 from .targets import SCORE_BY_GRADE, heatmap_target
@@ -273,7 +273,7 @@ def prepare_case(
         ("target", target.astype(np.float16)),
         ("instances", instances),
     ):
-        write_atomic(folder / f"{record.case_id}.{name}.npy", lambda p, a=array: np.save(p, a))
+        write_npy_atomic(folder / f"{record.case_id}.{name}.npy", array)
     entry = PreparedCase(record.case_id, record.site, str(folder), lesions, case_cspca, prepared.grid.to_dict())
     write_json_atomic(
         entry_path,

@@ -52,3 +52,10 @@ def write_json_atomic(path: str | Path, data) -> Path:
 def write_image_atomic(image: sitk.Image, path: str | Path, compress: bool = True) -> Path:
     """Write a SimpleITK image (format by extension: .nii.gz, .mha, .nrrd, ...) atomically."""
     return write_atomic(path, lambda p: sitk.WriteImage(image, str(p), compress))
+
+
+def write_npy_atomic(path: str | Path, array) -> Path:
+    """Write a numpy array as ``.npy`` atomically."""
+    import numpy as np
+
+    return write_atomic(path, lambda p: np.save(p, array))

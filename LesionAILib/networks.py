@@ -361,9 +361,20 @@ class LesionModel(nn.Module):
                 config.classifier, config.localizer.in_channels + 1, self.localizer.encoder_dim
             )
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        """Localization maps for [N, C, Z, Y, X] images (see :class:`LocalizationNet`)."""
-        return self.localizer(images)
+    def forward(
+        self, images: torch.Tensor | None = None, crops: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor | None]:
+        """Localization maps of [N, C, Z, Y, X] ``images`` (see :class:`LocalizationNet`) and/or the
+        classification of [M, C + 1, z, y, x] candidate ``crops`` (see :meth:`classify`), in one dict.
+
+        One call can do both, so distributed training synchronises every gradient in one backward.
+        """
+        output: dict[str, torch.Tensor | None] = {}
+        if images is not None:
+            output.update(self.localizer(images))
+        if crops is not None:
+            output.update(self.classify(crops))
+        return output
 
     def classify(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
         """Classify candidate crops [N, C + 1, z, y, x] (images + combined map)."""

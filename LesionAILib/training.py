@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -42,16 +43,16 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .augmentation import AugmentConfig, augment_batch
-from .candidates import detection_map, extract_candidates
+from .candidates import extract_candidates
 from .crops import extract_crop
 from .datasets import CropSampler, PreparedCase, prepare_cases, read_cohort
 from .errors import ConfigError
 from .geometry import Grid
-from .io_utils import atomic_path, write_json_atomic
+from .io_utils import atomic_path, write_json_atomic, write_npy_atomic
 from .jobs import CancelToken, EventLog
 from .modelfile import ModelMetadata, save_model
 from .networks import ClassifierConfig, LesionModel, LocalizerConfig, ModelConfig
-from .preprocessing import PreprocessConfig, Preprocessed
+from .preprocessing import PreprocessConfig
 from .resampling import resolve_device
 from .targets import CSPCA_THRESHOLD
 
@@ -377,7 +378,9 @@ class Trainer:
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             self.device = torch.device("cuda", local)
-        self.events = events or EventLog(self.run_dir / "progress.jsonl" if self.distributed.main else None)
+        self.events = events or EventLog(self.run_dir / "progress.jsonl")
+        if not self.distributed.main:
+            self.events = EventLog(None)  # one log per run: rank 0 writes it
         self.cancel = cancel or CancelToken(self.run_dir / "CANCEL")
         self.train_cases = list(train_cases) if train_cases is not None else None
         self.val_cases = list(val_cases) if val_cases is not None else None
@@ -413,8 +416,12 @@ class Trainer:
             self.events.emit("progress", stage="prepare", done=done, total=total)
 
         self.events.emit("prepare", train=len(records), val=len(val_records))
+        if not self.distributed.main:
+            self._barrier()  # rank 0 fills the cache first; the others then read it
         self.train_cases = prepare_cases(records, config.preprocess, config.cache_dir, progress)
         self.val_cases = prepare_cases(val_records, config.preprocess, config.cache_dir, progress)
+        if self.distributed.main:
+            self._barrier()
 
     def _epoch_order(self, epoch: int, sampler: CropSampler) -> list[int]:
         """Indices into ``train_cases`` for one epoch: shuffled, or as the curriculum admits them."""
@@ -465,13 +472,23 @@ class Trainer:
                 {**state, "config": self.config.digest(), "history": self.history},
             )
 
-    def _resume(self, optimizer, phase: str) -> dict | None:
-        """Load the checkpoint of this phase if the run was interrupted; None to start fresh."""
+    def _checkpoint_document(self) -> dict | None:
         path = self._checkpoint_path()
         if not path.exists():
             return None
         with safe_open(str(path), framework="pt") as handle:
-            document = json.loads(handle.metadata()["checkpoint"])
+            return json.loads(handle.metadata()["checkpoint"])
+
+    def _barrier(self) -> None:
+        if self.distributed.world > 1:
+            dist.barrier()
+
+    def _resume(self, optimizer, phase: str) -> dict | None:
+        """Load the checkpoint of this phase if the run was interrupted; None to start fresh."""
+        path = self._checkpoint_path()
+        document = self._checkpoint_document()
+        if document is None:
+            return None
         if document.get("config") != self.config.digest():
             raise ConfigError(
                 "the run folder holds a checkpoint of a different configuration",
@@ -493,6 +510,7 @@ class Trainer:
     def _restore_best(self, name: str) -> None:
         from .modelfile import load_model
 
+        self._barrier()  # rank 0 may have just written it
         path = self.run_dir / name
         if path.exists():
             best, _ = load_model(path, self.device)
@@ -513,6 +531,7 @@ class Trainer:
                 "val_cases": len(self.val_cases or []),
                 "sites": sorted({c.site for c in self.train_cases or []}),
                 "epochs": [h for h in self.history if h.get("event") == "epoch"][-1:],
+                "train_seconds": round(sum(h.get("seconds", 0.0) for h in self.history), 1),
                 "command": " ".join(["lesionai", *sys.argv[1:]]) if sys.argv and "lesionai" in sys.argv[0] else "",
             },
             metrics=metrics,
@@ -523,20 +542,14 @@ class Trainer:
     @torch.no_grad()
     def validate(self, use_classifier: bool) -> dict[str, float]:
         """picai-eval AP / AUROC / score on the validation cases (full volumes, model grid)."""
-        from .analysis import Analyzer  # analysis imports modelfile/networks only; no cycle at module level
+        from .analysis import Analyzer
+        from .validation import localization_only, prepared_detections
 
         self.model.eval()
         analyzer = Analyzer((self.model, self.metadata({}, "validation")), device=self.device)
         if not use_classifier:
-            analyzer.model = _LocalizerOnly(self.model)
-        detections, labels = [], []
-        for case in self.val_cases:
-            grid = Grid.from_dict(case.grid)
-            image = torch.from_numpy(np.array(case.image()))
-            prepared = Preprocessed(image, image != 0, grid, grid, self.config.preprocess.roles, {})
-            _, _, candidates, label_map = analyzer.analyze_prepared(prepared)
-            detections.append(detection_map(label_map, candidates))
-            labels.append(case.cspca_mask())
+            analyzer = localization_only(analyzer)
+        detections, labels, _ = prepared_detections(analyzer, self.val_cases)
         self.model.train()
         return picai_scores(detections, labels)
 
@@ -545,14 +558,16 @@ class Trainer:
         config, p1 = self.config, self.config.phase1
         model = self._ddp(self.model.localizer)
         optimizer = torch.optim.AdamW(self.model.localizer.parameters(), lr=p1.lr, weight_decay=p1.weight_decay)
+        summary = self.run_dir / "phase1.json"
+        if summary.exists() and json.loads(summary.read_text()).get("config") == self.config.digest():
+            self._restore_best("best-phase1.safetensors")  # phase 1 finished in an earlier session
+            return json.loads(summary.read_text())["state"]
         state = self._resume(optimizer, "1") or {"epoch": 0, "best": -1.0, "best_epoch": 0, "done": False}
-        if state.get("done"):
-            self._restore_best("best-phase1.safetensors")
-            return state
         sampler = CropSampler(self.train_cases, p1.crop, p1.lesion_fraction, config.seed)
         spacing = config.preprocess.spacing
         self.model.train()
         for epoch in range(state["epoch"] + 1, p1.epochs + 1):
+            started = time.perf_counter()
             torch.manual_seed(config.seed * 100_003 + epoch)
             for group in optimizer.param_groups:
                 group["lr"] = p1.lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / p1.epochs))
@@ -584,6 +599,7 @@ class Trainer:
                 "event": "epoch",
                 "phase": 1,
                 "epoch": epoch,
+                "seconds": time.perf_counter() - started,
                 "train_loss": train_loss,
                 **{f"val_{k}": v for k, v in metrics.items()},
             }
@@ -602,6 +618,8 @@ class Trainer:
                 self.events.emit("early_stop", phase=1, epoch=epoch, best_epoch=state["best_epoch"])
                 break
         self._restore_best("best-phase1.safetensors")
+        if self.distributed.main:
+            write_json_atomic(summary, {"config": self.config.digest(), "state": state})
         self.events.emit("phase_done", phase=1, best_epoch=state["best_epoch"], best_score=state["best"])
         return state
 
@@ -613,9 +631,13 @@ class Trainer:
         Also stores each case's combined map (float16, model grid) in ``run_dir/maps``.
         """
         cache = self.run_dir / "candidates.json"
+        if not self.distributed.main:
+            self._barrier()  # rank 0 mines and writes; the others read its result
         if cache.exists():
             data = json.loads(cache.read_text())
             if data.get("config") == self.config.digest():
+                if self.distributed.main:
+                    self._barrier()
                 return data["samples"]
         maps_dir = self.run_dir / "maps"
         maps_dir.mkdir(exist_ok=True)
@@ -626,7 +648,7 @@ class Trainer:
             image = torch.from_numpy(np.array(case.image()))[None].to(self.device)
             with self._autocast():
                 combined = self.model.localizer(image)["combined"][0, 0].float().cpu().numpy()
-            np.save(maps_dir / f"{case.case_id}.npy", combined.astype(np.float16))
+            write_npy_atomic(maps_dir / f"{case.case_id}.npy", combined.astype(np.float16))
             candidates, labels = extract_candidates(
                 combined, Grid.from_dict(case.grid), max_candidates=self.config.phase2.max_candidates
             )
@@ -650,8 +672,8 @@ class Trainer:
                 )
             self.events.emit("progress", phase=2, stage="mine", done=index + 1, total=len(self.train_cases))
         self.model.train()
-        if self.distributed.main:
-            write_json_atomic(cache, {"config": self.config.digest(), "samples": samples})
+        write_json_atomic(cache, {"config": self.config.digest(), "samples": samples})
+        self._barrier()
         return samples
 
     def _classifier_batch(self, samples: Sequence[dict], epoch: int, indices: Sequence[int]):
@@ -684,28 +706,34 @@ class Trainer:
         config, p2 = self.config, self.config.phase2
         samples = self.mine_candidates()
         total_epochs = p2.epochs + p2.joint_epochs
-        parameters = list(self.model.classifier.parameters())
-        optimizer = torch.optim.AdamW(parameters, lr=p2.lr, weight_decay=p2.weight_decay)
-        joint_optimizer = None
+
+        def make_optimizer(joint: bool) -> torch.optim.Optimizer:
+            parameters = self.model.parameters() if joint else self.model.classifier.parameters()
+            return torch.optim.AdamW(parameters, lr=p2.joint_lr if joint else p2.lr, weight_decay=p2.weight_decay)
+
+        previous = self._checkpoint_document()
+        # the checkpoint of epoch e holds the optimizer that trained epoch e
+        optimizer_joint = bool(previous and previous.get("phase") == "2" and previous["epoch"] > p2.epochs)
+        optimizer = make_optimizer(optimizer_joint)
         state = self._resume(optimizer, "2") or {"epoch": 0, "best": -1.0, "best_epoch": 0, "done": False}
         if state.get("done"):
             self._restore_best("best-phase2.safetensors")
             return state
-        model = self._ddp(self.model)
         localizer_sampler = CropSampler(
             self.train_cases, config.phase1.crop, config.phase1.lesion_fraction, config.seed + 1
         )
         self.model.train()
+        model, wrapped_joint = None, None
         for epoch in range(state["epoch"] + 1, total_epochs + 1):
+            started = time.perf_counter()
             torch.manual_seed(config.seed * 100_003 + 50_000 + epoch)
             joint = epoch > p2.epochs
             for parameter in self.model.encoder_parameters():
                 parameter.requires_grad_(joint)
-            if joint and joint_optimizer is None:
-                joint_optimizer = torch.optim.AdamW(
-                    self.model.parameters(), lr=p2.joint_lr, weight_decay=p2.weight_decay
-                )
-            active = joint_optimizer if joint else optimizer
+            if joint and not optimizer_joint:
+                optimizer, optimizer_joint = make_optimizer(True), True  # joint fine-tune: every parameter trains
+            if model is None or wrapped_joint != joint:
+                model, wrapped_joint = self._ddp(self.model), joint  # (re)hook the parameters that now train
             order = np.random.default_rng([config.seed, epoch, 2]).permutation(len(samples)).tolist()
             if self.curriculum is not None:
                 admitted = set(self._epoch_order(epoch, localizer_sampler))
@@ -716,22 +744,22 @@ class Trainer:
                 self.cancel.check()
                 local = self.distributed.shard(batch)
                 crops, cspca, grade = self._classifier_batch([samples[i] for i in local], epoch, local)
-                with self._autocast():
-                    output = (model.module if hasattr(model, "module") else model).classify(crops)
-                loss = classification_loss(output, cspca, grade, p2.grade_weight)
-                if joint:
+                images, loc = None, []
+                if joint:  # the localization loss keeps the shared encoder a good localizer
                     picks = [(int(i) % len(self.train_cases), batch_index) for i in local]
                     loc = [localizer_sampler.sample(i, epoch, draw) for i, draw in picks]
                     images = torch.from_numpy(np.stack([s["image"] for s in loc])).to(self.device)
-                    with self._autocast():
-                        loc_output = self.model.localizer(images)
+                with self._autocast():
+                    output = model(images=images, crops=crops)
+                loss = classification_loss(output, cspca, grade, p2.grade_weight)
+                if joint:
                     loss = loss + localization_loss(
-                        loc_output,
+                        output,
                         torch.from_numpy(np.stack([s["target"] for s in loc])).to(self.device),
                         torch.from_numpy(np.stack([s["cspca"] for s in loc])).to(self.device),
                         config.phase1,
                     )
-                self._step(loss, active)
+                self._step(loss, optimizer)
                 value = float(loss.detach())
                 total_loss += value * len(local)
                 count += len(local)
@@ -742,6 +770,7 @@ class Trainer:
                 "event": "epoch",
                 "phase": 2,
                 "epoch": epoch,
+                "seconds": time.perf_counter() - started,
                 "joint": joint,
                 "train_loss": train_loss,
                 **{f"val_{k}": v for k, v in metrics.items()},
@@ -756,7 +785,7 @@ class Trainer:
             state["epoch"] = epoch
             stop = epoch - state["best_epoch"] >= p2.patience
             state["done"] = stop or epoch == total_epochs
-            self._save_checkpoint(active, {**state, "phase": "2"})
+            self._save_checkpoint(optimizer, {**state, "phase": "2"})
             if stop:
                 self.events.emit("early_stop", phase=2, epoch=epoch, best_epoch=state["best_epoch"])
                 break
@@ -797,19 +826,6 @@ class Trainer:
             self.events.emit("done", model=str(output), metrics=metrics)
         self.events.close()
         return output
-
-
-class _LocalizerOnly(torch.nn.Module):
-    """A view of a model without its classifier: candidates are scored by their map peak."""
-
-    def __init__(self, model: LesionModel):
-        super().__init__()
-        self.inner = model
-        self.config = model.config
-        self.classifier = None
-
-    def forward(self, images):
-        return self.inner(images)
 
 
 def train(

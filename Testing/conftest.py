@@ -76,7 +76,7 @@ def tiny_config(train: list[str], cache_dir: str, **overrides) -> dict:
         "preprocess": TINY_PREPROCESS,
         "model": TINY_MODEL,
         "phase1": {"epochs": 3, "batch_size": 2, "crops_per_case": 1, "crop": [8, 16, 16], "patience": 10},
-        "phase2": {"epochs": 2, "batch_size": 4, "patience": 10},
+        "phase2": {"epochs": 2, "joint_epochs": 1, "batch_size": 4, "patience": 10},
     }
     for key, value in overrides.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value

@@ -52,18 +52,34 @@ def test_two_phase_training_writes_a_self_describing_model(phantom_cohort, tmp_p
     assert set(metadata.metrics) >= {"phase1_validation", "phase2_validation"}
     events = read_events(run / "progress.jsonl")
     kinds = [e["event"] for e in events]
-    assert kinds.count("epoch") == 5 and kinds[-1] == "done"
-    assert [e["phase"] for e in events if e["event"] == "epoch"] == [1, 1, 1, 2, 2]
+    assert kinds.count("epoch") == 6 and kinds[-1] == "done"
+    assert [(e["phase"], e.get("joint", False)) for e in events if e["event"] == "epoch"] == [
+        (1, False),
+        (1, False),
+        (1, False),
+        (2, False),
+        (2, False),
+        (2, True),
+    ]
     assert all(0.0 <= e["val_score"] <= 1.0 for e in events if e["event"] == "epoch")
     mined = json.loads((run / "candidates.json").read_text())["samples"]
     lesions = [s for s in mined if s["source"] == "lesion"]
     assert lesions and all(0 <= s["grade"] <= 5 for s in mined)
 
 
-def test_training_killed_mid_epoch_resumes_to_the_same_weights(phantom_cohort, tmp_path):
-    config = _write_config(tmp_path / "config.json", tiny_config([str(phantom_cohort)], str(tmp_path / "cache")))
-    reference = tmp_path / "uninterrupted"
-    subprocess.run(_train_command(config, reference), check=True, env=_environment(), capture_output=True, timeout=600)
+@pytest.fixture(scope="module")
+def uninterrupted_run(phantom_cohort, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    config = _write_config(folder / "config.json", tiny_config([str(phantom_cohort)], str(folder / "cache")))
+    subprocess.run(
+        _train_command(config, folder / "run"), check=True, env=_environment(), capture_output=True, timeout=600
+    )
+    return config, folder / "run"
+
+
+@pytest.mark.parametrize("phase, epoch", [(1, 2), (2, 3)], ids=["phase1", "phase2-joint"])
+def test_training_killed_mid_epoch_resumes_to_the_same_weights(uninterrupted_run, tmp_path, phase, epoch):
+    config, reference = uninterrupted_run
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(
         _train_command(config, interrupted), env=_environment(), stdout=subprocess.PIPE, text=True
@@ -71,7 +87,12 @@ def test_training_killed_mid_epoch_resumes_to_the_same_weights(phantom_cohort, t
     killed_at = None
     for line in process.stdout:
         event = json.loads(line)
-        if event["event"] == "progress" and event.get("phase") == 1 and event.get("epoch") == 2 and event["done"] == 1:
+        if (
+            event["event"] == "progress"
+            and event.get("phase") == phase
+            and event.get("epoch") == epoch
+            and event["done"] == 1
+        ):
             process.send_signal(signal.SIGKILL)  # mid-epoch, no chance to clean up
             killed_at = event
             break
@@ -83,9 +104,8 @@ def test_training_killed_mid_epoch_resumes_to_the_same_weights(phantom_cohort, t
     )
     assert resumed.returncode == 0, resumed.stderr
     events = [json.loads(line) for line in resumed.stdout.splitlines() if line.startswith("{")]
-    assert {"event": "resume", "phase": "1", "epoch": 1}.items() <= next(
-        e for e in events if e["event"] == "resume"
-    ).items()
+    resume = next(e for e in events if e["event"] == "resume")
+    assert (resume["phase"], resume["epoch"]) == (str(phase), epoch - 1)
     a, _ = load_model(reference / "model.safetensors")
     b, _ = load_model(interrupted / "model.safetensors")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
