@@ -251,7 +251,7 @@ def _cmd_train(args) -> int:
         config.train = [str(Path(p).resolve()) for p in args.train]
     if args.val:
         config.val = [str(Path(p).resolve()) for p in args.val]
-    run = Path(args.run)
+    run = Path(args.run_dir)
     events = EventLog(run / "progress.jsonl", echo=args.json_events, bar=not args.json_events and sys.stderr.isatty())
     model = Trainer(config, run, events).run(args.phase, args.out)
     print(f"model written to {model}")
@@ -362,7 +362,7 @@ def _cmd_finetune(args) -> int:
 
     store = _store(args)
     settings = FinetuneSettings(epochs=args.epochs, classifier_epochs=args.classifier_epochs, device=args.device)
-    run = Path(args.run) if args.run else None
+    run = Path(args.run_dir) if args.run_dir else None
     events = EventLog(
         (run or store.root / "runs" / "latest") / "progress.jsonl",
         echo=args.json_events,
@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every epoch into --run and resumes there after an interruption.",
     )
     train.add_argument("--config", required=True, help="training configuration (JSON)")
-    train.add_argument("--run", required=True, help="run folder: checkpoints, progress.jsonl, best models")
+    train.add_argument("--run-dir", required=True, help="run folder: checkpoints, progress.jsonl, best models")
     train.add_argument("--phase", choices=("1", "2", "both"), default="both")
     train.add_argument("--out", help="final model file (default RUN/model.safetensors)")
     train.add_argument("--train", nargs="+", metavar="COHORT", help="training cohort folders (override the config's)")
@@ -518,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--dataset", required=True, help="deployment dataset folder")
     finetune.add_argument("--store", help="model store folder (default $LESIONAI_HOME/models)")
     finetune.add_argument("--base", help="version to start from (default: the active one)")
-    finetune.add_argument("--run", help="run folder (checkpoints; rerun with the same folder to resume)")
+    finetune.add_argument("--run-dir", help="run folder (checkpoints; rerun with the same folder to resume)")
     finetune.add_argument("--epochs", type=int, default=8, help="localization epochs (default 8)")
     finetune.add_argument("--classifier-epochs", type=int, default=4, help="classification epochs (default 4)")
     finetune.add_argument("--force", action="store_true", help="activate even if validation is worse")

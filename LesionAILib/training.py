@@ -247,18 +247,24 @@ class Distributed:
     def main(self) -> bool:
         return self.rank == 0
 
-    def shard(self, items: Sequence) -> list:
-        """This rank's share of a global batch (contiguous, equal sizes)."""
-        size = len(items) // self.world
-        return list(items[self.rank * size : (self.rank + 1) * size])
+    def shard(self, items: Sequence) -> tuple[list, float]:
+        """This rank's contiguous share of a global batch, and its loss weight.
 
-    def batches(self, items: Sequence, batch_size: int) -> list[list]:
-        """Global batches; with several ranks each batch is trimmed to a multiple of the world size."""
-        batches = [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
-        if self.world > 1:
-            batches = [b[: len(b) - len(b) % self.world] for b in batches]
-            batches = [b for b in batches if b]
-        return batches
+        Shares differ in size by at most one. The weight ``len(share) × world / len(items)`` makes
+        DDP's average of the ranks' gradients equal the gradient of the whole batch's mean loss, so
+        the trajectory matches one process with the same global batch. A rank left without items
+        (a last batch smaller than the world) runs the batch's first item with weight 0.
+        """
+        chunks = np.array_split(np.arange(len(items)), self.world)
+        share = [items[i] for i in chunks[self.rank]]
+        if not share:
+            return [items[0]], 0.0
+        return share, len(share) * self.world / len(items)
+
+    @staticmethod
+    def batches(items: Sequence, batch_size: int) -> list[list]:
+        """Global batches in order (the last one may be smaller)."""
+        return [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
 
 
 def init_distributed(device: torch.device) -> Distributed:
@@ -576,7 +582,7 @@ class Trainer:
             total_loss, count = 0.0, 0
             for batch_index, batch in enumerate(batches):
                 self.cancel.check()
-                local = self.distributed.shard(batch)
+                local, weight = self.distributed.shard(batch)
                 samples = [sampler.sample(i, epoch, draw) for i, draw in local]
                 images = torch.from_numpy(np.stack([s["image"] for s in samples])).to(self.device)
                 target = torch.from_numpy(np.stack([s["target"] for s in samples]))[:, None].to(self.device)
@@ -588,10 +594,10 @@ class Trainer:
                 with self._autocast():
                     output = model(images)
                 loss = localization_loss(output, target[:, 0], cspca[:, 0], p1)
-                self._step(loss, optimizer)
+                self._step(loss * weight, optimizer)
                 value = float(loss.detach())
-                total_loss += value * len(local)
-                count += len(local)
+                total_loss += value * len(local) * (weight > 0)
+                count += len(local) * (weight > 0)
                 self.events.emit("progress", phase=1, epoch=epoch, done=batch_index + 1, total=len(batches), loss=value)
             train_loss = self._global_mean(total_loss, count)
             metrics = self.validate(use_classifier=False)
@@ -742,7 +748,7 @@ class Trainer:
             total_loss, count = 0.0, 0
             for batch_index, batch in enumerate(batches):
                 self.cancel.check()
-                local = self.distributed.shard(batch)
+                local, weight = self.distributed.shard(batch)
                 crops, cspca, grade = self._classifier_batch([samples[i] for i in local], epoch, local)
                 images, loc = None, []
                 if joint:  # the localization loss keeps the shared encoder a good localizer
@@ -759,10 +765,10 @@ class Trainer:
                         torch.from_numpy(np.stack([s["cspca"] for s in loc])).to(self.device),
                         config.phase1,
                     )
-                self._step(loss, optimizer)
+                self._step(loss * weight, optimizer)
                 value = float(loss.detach())
-                total_loss += value * len(local)
-                count += len(local)
+                total_loss += value * len(local) * (weight > 0)
+                count += len(local) * (weight > 0)
                 self.events.emit("progress", phase=2, epoch=epoch, done=batch_index + 1, total=len(batches), loss=value)
             train_loss = self._global_mean(total_loss, count)
             metrics = self.validate(use_classifier=True)

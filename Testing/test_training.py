@@ -32,7 +32,7 @@ def _train_command(config: Path, run: Path) -> list[str]:
         "train",
         "--config",
         str(config),
-        "--run",
+        "--run-dir",
         str(run),
         "--json-events",
     ]
@@ -177,7 +177,7 @@ def test_train_command_reports_a_missing_config_in_one_line(tmp_path):
             "train",
             "--config",
             str(tmp_path / "none.json"),
-            "--run",
+            "--run-dir",
             str(tmp_path),
         ],
         capture_output=True,
