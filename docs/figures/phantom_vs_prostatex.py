@@ -58,14 +58,23 @@ def row_slices(t2w: sitk.Image, adc: sitk.Image, hbv: sitk.Image, k: int) -> lis
     """T2w slice k and the ADC/high-b slices through the centre of that slice."""
     size = t2w.GetSize()
     centre = t2w.TransformContinuousIndexToPhysicalPoint(((size[0] - 1) / 2, (size[1] - 1) / 2, float(k)))
-    return [sitk.GetArrayViewFromImage(t2w)[k].astype(np.float32), slice_through(adc, centre),
-            slice_through(hbv, centre)]
+    return [
+        sitk.GetArrayViewFromImage(t2w)[k].astype(np.float32),
+        slice_through(adc, centre),
+        slice_through(hbv, centre),
+    ]
 
 
 def show(ax, image: np.ndarray, spacing: tuple[float, float], window: tuple[float, float], title: str) -> None:
     height, width = image.shape
-    ax.imshow(image, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest",
-              extent=(0, width * spacing[0], height * spacing[1], 0))
+    ax.imshow(
+        image,
+        cmap="gray",
+        vmin=window[0],
+        vmax=window[1],
+        interpolation="nearest",
+        extent=(0, width * spacing[0], height * spacing[1], 0),
+    )
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -90,18 +99,26 @@ def main(argv: list[str] | None = None) -> int:
     phantom_rows = row_slices(case.t2w, case.adc, case.hbv, k)
 
     fig, axes = plt.subplots(2, 3, figsize=(12, 8), dpi=100)
-    for row, (label, slices, images) in enumerate((
+    for row, (label, slices, images) in enumerate(
+        (
             ("ProstateX-0000", real_rows, real),
-            (f"phantom {case.case_id} (site {case.site})", phantom_rows, {"t2w": case.t2w, "adc": case.adc,
-                                                                         "hbv": case.hbv}))):
+            (
+                f"phantom {case.case_id} (site {case.site})",
+                phantom_rows,
+                {"t2w": case.t2w, "adc": case.adc, "hbv": case.hbv},
+            ),
+        )
+    ):
         titles = ("T2w (1-99 %ile window)", "ADC (0-3000 um^2/s)", "high-b (1-99 %ile window)")
         for col, (name, title) in enumerate(zip(("t2w", "adc", "hbv"), titles, strict=True)):
             image = slices[col]
-            window = ADC_WINDOW if name == "adc" else tuple(np.percentile(sitk.GetArrayViewFromImage(images[name]),
-                                                                          [1, 99]))
+            window = (
+                ADC_WINDOW if name == "adc" else tuple(np.percentile(sitk.GetArrayViewFromImage(images[name]), [1, 99]))
+            )
             show(axes[row, col], image, images[name].GetSpacing()[:2], window, f"{label}: {title}")
-    fig.suptitle("Real ProstateX-0000 (top) vs LesionAI synthetic phantom (bottom); same windowing rule per column",
-                 fontsize=11)
+    fig.suptitle(
+        "Real ProstateX-0000 (top) vs LesionAI synthetic phantom (bottom); same windowing rule per column", fontsize=11
+    )
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out)
