@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .io_utils import atomic_path  # noqa: E402
+from .palette import HEAT_STOPS, OUTLINE_COLORS  # noqa: E402
 
 ROLE_TITLES = {"t2w": "T2w", "adc": "ADC", "hbv": "high-b DWI"}
 
@@ -62,12 +63,10 @@ def sequence_panels(
 
 
 def heat_colormap():
-    """LesionAI's heat colour map: transparent-free black → red → yellow → white (matplotlib)."""
+    """LesionAI's heat colour map (:data:`LesionAILib.palette.HEAT_STOPS`) for matplotlib."""
     from matplotlib.colors import LinearSegmentedColormap
 
-    return LinearSegmentedColormap.from_list(
-        "lesionai_heat", [(0.0, "#000000"), (0.35, "#b2182b"), (0.65, "#f46d43"), (0.85, "#fee08b"), (1.0, "#ffffff")]
-    )
+    return LinearSegmentedColormap.from_list("lesionai_heat", list(HEAT_STOPS))
 
 
 def overlay_slice(
@@ -84,7 +83,7 @@ def overlay_slice(
     masked = np.ma.masked_less(heat_slice, threshold)
     axis.imshow(masked, cmap=heat_colormap(), vmin=0.0, vmax=1.0, alpha=0.55, interpolation="nearest")
     if outline is not None and outline.any():
-        axis.contour(outline.astype(float), levels=[0.5], colors=["#00e5ff"], linewidths=1.2)
+        axis.contour(outline.astype(float), levels=[0.5], colors=[OUTLINE_COLORS[0]], linewidths=1.2)
     axis.axis("off")
 
 

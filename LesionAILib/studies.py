@@ -471,7 +471,7 @@ def open_dicom_study(root: str | Path, overrides: Mapping[str, str | int] | None
     chosen, notes = assign_roles(series_list, root, overrides)
     report = _report(root, series_list, skipped, chosen, notes)
     images = {role: read_volume(series, b, MIN_SLICES) for role, (series, b, _) in chosen.items()}
-    return _make_case(images, report.patient_id, report.study_id, report.roles, report)
+    return make_case(images, report.patient_id, report.study_id, report.roles, report)
 
 
 # --------------------------------------------------------------------------- files
@@ -537,7 +537,7 @@ def open_files(
         name = paths["t2w"].name
         patient_id = name[: -len(_image_suffix(paths["t2w"]) or "")]
     mask = read_image_file(lesion_mask, "label") if lesion_mask else None
-    return _make_case(images, patient_id, study_id, sources, None, mask)
+    return make_case(images, patient_id, study_id, sources, None, mask)
 
 
 def find_picai_cases(folder: str | Path) -> list[tuple[str, str, Path]]:
@@ -661,7 +661,19 @@ def _check_case(case: Case) -> None:
         case.lesion_mask = t2.apply_to(sitk.Image(case.lesion_mask))
 
 
-def _make_case(images, patient_id, study_id, sources, report, lesion_mask=None) -> Case:
+def make_case(
+    images: Mapping[str, sitk.Image],
+    patient_id: str,
+    study_id: str,
+    sources: dict[str, SeriesSource],
+    report: StudyReport | None = None,
+    lesion_mask: sitk.Image | None = None,
+) -> Case:
+    """A :class:`Case` from three SimpleITK images (any origin: files, DICOM, a Slicer scene).
+
+    The ADC is brought to µm²/s if it is stored in mm²/s or 10⁻³ mm²/s (the source's reason says so),
+    and the case is refused if the ADC or high-b image does not cover the T2 volume's centre.
+    """
     images = dict(images)
     images["adc"] = _adc_in_micrometres(images["adc"], sources["adc"])
     case = Case(

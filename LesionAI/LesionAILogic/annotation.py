@@ -15,9 +15,9 @@ import slicer
 import vtk
 
 from LesionAILib.errors import LesionAIError
+from LesionAILib.palette import OUTLINE_COLORS
 
 from .candidates import GRADE_TAG, segment_tag
-from .display import OUTLINE_COLORS
 
 ZONE_TAG = "LesionAI.Zone"
 COMMENT_TAG = "LesionAI.Comment"

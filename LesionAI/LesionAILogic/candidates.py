@@ -25,7 +25,9 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from .display import OUTLINE_COLORS, outline_segmentation
+from LesionAILib.palette import OUTLINE_COLORS
+
+from .display import outline_segmentation
 from .volumes import set_node_from_array
 
 COLUMNS = ("id", "probability", "grade group", "volume ml", "R mm", "A mm", "S mm", "peak", "model")

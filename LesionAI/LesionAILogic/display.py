@@ -13,25 +13,10 @@ from collections.abc import Sequence
 import slicer
 import vtk
 
+from LesionAILib.palette import HEAT_STOPS
+
 HEAT_COLOR_NODE_NAME = "LesionAI Heat"
 HEAT_COLOR_ATTRIBUTE = "LesionAI.HeatColorMap"
-# The engine's heat map (LesionAILib.rendering.heat_colormap: red → orange → yellow → white) except that
-# it starts from dark red instead of black, so values just above the threshold stay visible over T2.
-HEAT_STOPS = (
-    (0.0, (0.35, 0.0, 0.06)),
-    (0.35, (0xB2 / 255, 0x18 / 255, 0x2B / 255)),
-    (0.65, (0xF4 / 255, 0x6D / 255, 0x43 / 255)),
-    (0.85, (0xFE / 255, 0xE0 / 255, 0x8B / 255)),
-    (1.0, (1.0, 1.0, 1.0)),
-)
-# Candidate outlines: cool colours that stand out against grey T2 and the warm heat map.
-OUTLINE_COLORS = (
-    (0.0, 0.9, 1.0),
-    (0.3, 1.0, 0.3),
-    (1.0, 0.3, 1.0),
-    (0.4, 0.6, 1.0),
-    (0.7, 1.0, 0.9),
-)
 DEFAULT_THRESHOLD = 0.2
 DEFAULT_OPACITY = 0.6
 

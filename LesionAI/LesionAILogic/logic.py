@@ -42,7 +42,7 @@ import slicer
 
 from LesionAILib.errors import LesionAIError
 from LesionAILib.geometry import Grid
-from LesionAILib.studies import ROLE_NAMES, ROLES, Case, SeriesSource, _make_case, open_case, open_files
+from LesionAILib.studies import ROLE_NAMES, ROLES, Case, SeriesSource, make_case, open_case, open_files
 
 from . import annotation, candidates, display, volumes, worker
 from .jobs import JobRunner, python_executable
@@ -258,7 +258,7 @@ class LesionAILogic:
             )
         patient = t2.GetAttribute("DICOM.PatientID") or t2.GetAttribute(CASE_ID_ATTRIBUTE) or t2.GetName()
         study = t2.GetAttribute("DICOM.StudyID") or ""
-        return _make_case(images, patient, study, sources, None)
+        return make_case(images, patient, study, sources, None)
 
     def suggestedCaseId(self, t2) -> str:
         """A deployment-dataset case id for the study of ``t2`` (letters, digits, ``-``, ``_``, ``.``)."""
