@@ -253,7 +253,15 @@ def _cmd_train(args) -> int:
         config.val = [str(Path(p).resolve()) for p in args.val]
     run = Path(args.run_dir)
     events = EventLog(run / "progress.jsonl", echo=args.json_events, bar=not args.json_events and sys.stderr.isatty())
-    model = Trainer(config, run, events).run(args.phase, args.out)
+    if args.multisite:
+        from .multisite import MultisiteSettings, multisite_train
+
+        if not args.pretrained or not args.reference:
+            raise LesionAIError("--multisite needs --pretrained MODEL and --reference COHORT [COHORT ...]")
+        settings = MultisiteSettings(order=args.order, replay_fraction=args.replay)
+        model = multisite_train(config, run, args.pretrained, args.reference, settings, args.phase, args.out, events)
+    else:
+        model = Trainer(config, run, events).run(args.phase, args.out)
     print(f"model written to {model}")
     return 0
 
@@ -465,6 +473,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val", nargs="+", metavar="COHORT", help="validation cohort folders (override the config's)")
     train.add_argument("--device", help="override the configuration's device (auto, cpu, cuda)")
     train.add_argument("--json-events", action="store_true", help="print progress as JSON lines on stdout")
+    site = train.add_argument_group(
+        "multi-site training",
+        "continue a pretrained model on a new site (--train), most similar cases first, replaying the old site",
+    )
+    site.add_argument("--multisite", action="store_true", help="multi-site schedule (needs the two options below)")
+    site.add_argument("--pretrained", metavar="MODEL", help="model trained on the reference site")
+    site.add_argument("--reference", nargs="+", metavar="COHORT", help="the reference site's cohort folder(s)")
+    site.add_argument(
+        "--order",
+        choices=("similarity", "random", "none"),
+        default="similarity",
+        help="admission order of the new site's cases (default similarity)",
+    )
+    site.add_argument("--replay", type=float, default=0.3, help="share of each epoch replaying the reference site")
     train.set_defaults(handler=_cmd_train)
 
     evaluate = commands.add_parser(

@@ -28,12 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from scipy import ndimage
 
 from .crops import extract_crop
 from .errors import LesionAIError, StudyError
+from .geometry import Grid
 from .io_utils import write_json_atomic, write_npy_atomic
-from .preprocessing import PreprocessConfig, preprocess
+from .preprocessing import PreprocessConfig, Preprocessed, preprocess
 from .studies import Case, find_picai_cases, open_files
 from .targets import SCORE_BY_GRADE, heatmap_target
 
@@ -229,6 +231,12 @@ class PreparedCase:
         """[Z, Y, X] uint8, 1 on clinically significant lesions."""
         ids = [lesion.lesion_id for lesion in self.lesions if lesion.grade_group >= 2]
         return np.isin(self.instances(), ids).astype(np.uint8)
+
+    def preprocessed(self, roles: Sequence[str]) -> Preprocessed:
+        """The cached image as a :class:`Preprocessed` (model grid only; no T2 grid to go back to)."""
+        grid = Grid.from_dict(self.grid)
+        image = torch.from_numpy(np.array(self.image()))
+        return Preprocessed(image, image != 0, grid, grid, tuple(roles), {})
 
 
 def _cache_key(config: PreprocessConfig, score_by_grade: Sequence[float]) -> str:

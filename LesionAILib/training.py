@@ -141,6 +141,7 @@ class TrainConfig:
         train, val: cohort folders (PI-CAI layout or phantom cohorts). Without ``val``,
             ``val_fraction`` of the training cases (chosen by ``seed``) validate.
         cache_dir: where preprocessed cases are kept between runs (relative: to the working folder).
+        validate: validate after every epoch (early stopping, best epoch); off, the last epoch is kept.
         device: ``auto``, ``cpu`` or ``cuda``; ``amp`` enables mixed precision on CUDA.
     """
 
@@ -151,6 +152,7 @@ class TrainConfig:
     val: list[str] = field(default_factory=list)
     val_fraction: float = 0.2
     cache_dir: str = ".lesionai-cache"
+    validate: bool = True
     device: str = "auto"
     amp: bool = True
     preprocess: PreprocessConfig = DEFAULT_PREPROCESS
@@ -168,6 +170,7 @@ class TrainConfig:
             "val": list(self.val),
             "val_fraction": self.val_fraction,
             "cache_dir": self.cache_dir,
+            "validate": self.validate,
             "device": self.device,
             "amp": self.amp,
             "preprocess": self.preprocess.to_dict(),
@@ -194,6 +197,7 @@ class TrainConfig:
                 val=[str(p) for p in data.get("val", [])],
                 val_fraction=float(data.get("val_fraction", defaults.val_fraction)),
                 cache_dir=str(data.get("cache_dir", defaults.cache_dir)),
+                validate=bool(data.get("validate", True)),
                 device=str(data.get("device", "auto")),
                 amp=bool(data.get("amp", True)),
                 preprocess=PreprocessConfig.from_dict(data["preprocess"])
@@ -559,6 +563,12 @@ class Trainer:
         self.model.train()
         return picai_scores(detections, labels)
 
+    def _epoch_validation(self, use_classifier: bool) -> dict[str, float]:
+        """Validation after an epoch; empty when switched off or without validation cases."""
+        if not self.config.validate or not self.val_cases:
+            return {}
+        return self.validate(use_classifier)
+
     # ---------------------------------------------------------------- phase 1
     def train_phase1(self) -> dict:
         config, p1 = self.config, self.config.phase1
@@ -600,7 +610,7 @@ class Trainer:
                 count += len(local) * (weight > 0)
                 self.events.emit("progress", phase=1, epoch=epoch, done=batch_index + 1, total=len(batches), loss=value)
             train_loss = self._global_mean(total_loss, count)
-            metrics = self.validate(use_classifier=False)
+            metrics = self._epoch_validation(use_classifier=False)
             record = {
                 "event": "epoch",
                 "phase": 1,
@@ -611,8 +621,8 @@ class Trainer:
             }
             self.history.append(record)
             self.events.emit("epoch", **{k: v for k, v in record.items() if k != "event"})
-            if metrics["score"] > state["best"]:
-                state.update(best=metrics["score"], best_epoch=epoch, best_metrics=metrics)
+            if metrics.get("score", state["best"] + 1) > state["best"]:  # without validation: the last epoch
+                state.update(best=metrics.get("score", -1.0), best_epoch=epoch, best_metrics=metrics)
                 self._save_best(
                     "best-phase1.safetensors", {"phase1_validation": metrics, "phase1_best_epoch": epoch}, "1"
                 )
@@ -771,7 +781,7 @@ class Trainer:
                 count += len(local) * (weight > 0)
                 self.events.emit("progress", phase=2, epoch=epoch, done=batch_index + 1, total=len(batches), loss=value)
             train_loss = self._global_mean(total_loss, count)
-            metrics = self.validate(use_classifier=True)
+            metrics = self._epoch_validation(use_classifier=True)
             record = {
                 "event": "epoch",
                 "phase": 2,
@@ -783,8 +793,8 @@ class Trainer:
             }
             self.history.append(record)
             self.events.emit("epoch", **{k: v for k, v in record.items() if k != "event"})
-            if metrics["score"] > state["best"]:
-                state.update(best=metrics["score"], best_epoch=epoch, best_metrics=metrics)
+            if metrics.get("score", state["best"] + 1) > state["best"]:  # without validation: the last epoch
+                state.update(best=metrics.get("score", -1.0), best_epoch=epoch, best_metrics=metrics)
                 self._save_best(
                     "best-phase2.safetensors", {"phase2_validation": metrics, "phase2_best_epoch": epoch}, "1+2"
                 )

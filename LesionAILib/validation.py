@@ -22,8 +22,6 @@ from .analysis import Analyzer
 from .candidates import detection_map
 from .datasets import CaseRecord, PreparedCase
 from .evaluation import EvaluationResult, evaluate_arrays
-from .geometry import Grid
-from .preprocessing import Preprocessed
 
 
 class _LocalizerOnly(torch.nn.Module):
@@ -58,10 +56,7 @@ def prepared_detections(
     """(detection maps, csPCa masks, case ids) on the model grid."""
     detections, labels, ids = [], [], []
     for case in cases:
-        grid = Grid.from_dict(case.grid)
-        image = torch.from_numpy(np.array(case.image()))
-        prepared = Preprocessed(image, image != 0, grid, grid, analyzer.metadata.preprocess.roles, {})
-        _, _, candidates, label_map = analyzer.analyze_prepared(prepared)
+        _, _, candidates, label_map = analyzer.analyze_prepared(case.preprocessed(analyzer.metadata.preprocess.roles))
         detections.append(detection_map(label_map, candidates))
         labels.append(case.cspca_mask())
         ids.append(case.case_id)

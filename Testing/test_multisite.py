@@ -1,0 +1,63 @@
+"""Multi-site training: similarity-ordered curriculum with replay of the reference site."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import tiny_config
+
+from LesionAILib.errors import ConfigError
+from LesionAILib.jobs import read_events
+from LesionAILib.modelfile import load_model
+from LesionAILib.multisite import MultisiteSettings, multisite_train
+from LesionAILib.phantom import write_cohort
+from LesionAILib.training import Curriculum, TrainConfig
+
+
+def test_curriculum_admits_in_order_and_replays_the_reference_share():
+    curriculum = Curriculum(
+        [f"D{i}" for i in range(10)],
+        start_fraction=0.3,
+        ramp_epochs=2,
+        replay=[f"A{i}" for i in range(20)],
+        replay_fraction=0.5,
+    )
+    assert [curriculum.admitted(e) for e in (1, 2, 3, 9)] == [3, 7, 10, 10]
+    first = curriculum.epoch_cases(1, seed=0)
+    assert sorted(c for c in first if c.startswith("D")) == ["D0", "D1", "D2"], "the most similar come first"
+    assert sum(c.startswith("A") for c in first) == 3, "half of the epoch replays the reference site"
+    assert curriculum.epoch_cases(1, seed=0) == first and curriculum.epoch_cases(1, seed=1) != first
+
+
+def test_multisite_training_orders_the_new_site_and_trains_from_the_pretrained_model(
+    phantom_cohort, tiny_model_path, tmp_path
+):
+    new_site = tmp_path / "D"
+    write_cohort(new_site, 4, site="D", seed=4)
+    settings = tiny_config(
+        [str(new_site)],
+        str(tmp_path / "cache"),
+        val_fraction=0.25,
+        phase1={"epochs": 2},
+        phase2={"epochs": 1, "joint_epochs": 0},
+    )
+    config = TrainConfig.from_dict(settings)
+    run = tmp_path / "run"
+    path = multisite_train(
+        config,
+        run,
+        tiny_model_path,
+        [phantom_cohort],
+        MultisiteSettings(start_fraction=0.34, ramp_epochs=1, replay_fraction=0.5),
+    )
+    model, metadata = load_model(path)
+    pretrained, _ = load_model(tiny_model_path)
+    assert metadata.architecture == pretrained.config
+    events = read_events(run / "progress.jsonl")
+    order = next(e for e in events if e["event"] == "order")
+    assert order["by"] == "similarity" and sorted(c["case"][0] for c in order["cases"]) == ["D", "D", "D"]
+    scores = [c["score"] for c in order["cases"]]
+    assert scores == sorted(scores, reverse=True)
+    epoch_sizes = [e["total"] for e in events if e["event"] == "progress" and e.get("phase") == 1 and e["done"] == 1]
+    assert epoch_sizes[0] < epoch_sizes[1], "epoch 1 admits fewer new cases than epoch 2"
+    with pytest.raises(ConfigError, match="unknown order"):
+        MultisiteSettings(order="alphabetical")
