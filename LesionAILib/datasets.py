@@ -3,9 +3,9 @@
 A **cohort** is a folder with ``<patient>_<study>_{t2w,adc,hbv}.mha`` images anywhere below it
 (PI-CAI: ``picai_public_images_fold*/<patient>/``; phantoms: ``images/<patient>/``) and labels:
 
-* lesion masks ``<patient>_<study>.nii.gz`` on the T2 grid, searched in ``labels/``,
+* lesion masks ``<patient>_<study>.nii.gz`` on the T2 grid, searched per case in ``labels/``,
   ``picai_labels/csPCa_lesion_delineations/human_expert/resampled/`` and
-  ``picai_labels/csPCa_lesion_delineations/AI/Bosma22a/`` (in that order). PI-CAI masks carry
+  ``picai_labels/csPCa_lesion_delineations/AI/Bosma22a/`` (the first that has the case wins). PI-CAI masks carry
   each lesion's ISUP grade group as voxel value (only csPCa, ISUP ≥ 2, is delineated);
 * optionally an instance map ``lesions/<case>.nii.gz`` plus ``lesions.csv`` (our phantoms: every
   lesion including benign mimics and ISUP 1, with its grade);
@@ -138,7 +138,8 @@ def read_cohort(root: str | Path, labels: str | Path | None = None, marksheet: s
     root = Path(root)
     if not root.is_dir():
         raise StudyError("cohort folder does not exist", root)
-    label_dir = Path(labels) if labels else _find_first(root, LABEL_FOLDERS)
+    # per case, the first folder that has its mask (PI-CAI: human-expert labels before AI-derived ones)
+    label_dirs = [Path(labels)] if labels else [root / f for f in LABEL_FOLDERS if (root / f).is_dir()]
     marksheet_path = Path(marksheet) if marksheet else _find_first(root, MARKSHEETS)
     clinical = {}
     if marksheet_path is not None and marksheet_path.exists():
@@ -166,21 +167,22 @@ def read_cohort(root: str | Path, labels: str | Path | None = None, marksheet: s
         if instances.exists() and lesions_csv.exists():  # our phantoms: every lesion, with its grade
             record.instances = str(instances)
             record.lesions = grades_by_case.get(case_id, [])
-        if label_dir is not None:
-            mask = next(
-                (
-                    label_dir / f"{case_id}{s}"
-                    for s in (".nii.gz", ".mha", ".nii")
-                    if (label_dir / f"{case_id}{s}").exists()
-                ),
-                None,
-            )
-            record.cspca_mask = str(mask) if mask else None
+        mask = next(
+            (
+                folder / f"{case_id}{suffix}"
+                for folder in label_dirs
+                for suffix in (".nii.gz", ".mha", ".nii")
+                if (folder / f"{case_id}{suffix}").exists()
+            ),
+            None,
+        )
+        record.cspca_mask = str(mask) if mask else None
         if record.instances is None and record.cspca_mask is None:
             if record.case_cspca is False:
                 pass  # a negative case without a mask file: nothing to delineate
             else:
-                problems.append(f"{case_id}: no lesion mask found" + (f" in {label_dir}" if label_dir else ""))
+                where = ", ".join(str(f) for f in label_dirs) or "no label folder"
+                problems.append(f"{case_id}: marked csPCa (or unknown) but no lesion mask found ({where})")
                 continue
         if record.case_cspca is None and record.lesions:
             record.case_cspca = any(lesion.clinically_significant for lesion in record.lesions)
