@@ -45,7 +45,7 @@ LABEL_FOLDERS = (
     "picai_labels/csPCa_lesion_delineations/AI/Bosma22a",
 )
 MARKSHEETS = ("marksheet.csv", "picai_labels/clinical_information/marksheet.csv")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -216,9 +216,10 @@ class PreparedCase:
     lesions: list[PreparedLesion]
     case_cspca: bool
     grid: dict
+    stem: str = ""  # file prefix in the cache: the case id plus a hash of its source files
 
     def _path(self, name: str) -> Path:
-        return Path(self.folder) / f"{self.case_id}.{name}.npy"
+        return Path(self.folder) / f"{self.stem or self.case_id}.{name}.npy"
 
     def image(self, mmap: bool = True) -> np.ndarray:
         return np.load(self._path("image"), mmap_mode="r" if mmap else None)
@@ -250,14 +251,18 @@ def prepare_case(
     record: CaseRecord, config: PreprocessConfig, folder: Path, score_by_grade: Sequence[float] = SCORE_BY_GRADE
 ) -> PreparedCase:
     """Preprocess one case into ``folder`` (atomic writes; an existing complete entry is reused)."""
-    entry_path = folder / f"{record.case_id}.json"
+    # two cohorts may reuse a case id (phantom sites, PI-CAI folds): the stem also hashes the sources
+    stem = f"{record.case_id}-{hashlib.sha256(json.dumps(record.images, sort_keys=True).encode()).hexdigest()[:10]}"
+    entry_path = folder / f"{stem}.json"
     if entry_path.exists():
         data = json.loads(entry_path.read_text())
         if data.get("sources") == record.images:
             lesions = [
                 PreparedLesion(**{**item, "center_index": tuple(item["center_index"])}) for item in data["lesions"]
             ]
-            return PreparedCase(record.case_id, data["site"], str(folder), lesions, data["case_cspca"], data["grid"])
+            return PreparedCase(
+                record.case_id, data["site"], str(folder), lesions, data["case_cspca"], data["grid"], stem
+            )
     try:
         case = record.open()
         prepared = preprocess(case, config, device="cpu")
@@ -283,8 +288,8 @@ def prepare_case(
         ("target", target.astype(np.float16)),
         ("instances", instances),
     ):
-        write_npy_atomic(folder / f"{record.case_id}.{name}.npy", array)
-    entry = PreparedCase(record.case_id, record.site, str(folder), lesions, case_cspca, prepared.grid.to_dict())
+        write_npy_atomic(folder / f"{stem}.{name}.npy", array)
+    entry = PreparedCase(record.case_id, record.site, str(folder), lesions, case_cspca, prepared.grid.to_dict(), stem)
     write_json_atomic(
         entry_path,
         {
