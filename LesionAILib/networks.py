@@ -98,6 +98,9 @@ class ClassifierConfig:
         widths: channels of the crop CNN's levels.
         use_encoder: also feed the localization encoder's pooled features of the crop.
         dropout: dropout before the output layer.
+        residual: the csPCa logit is ``a · logit(map peak) + b`` plus the network's learned correction
+            (which starts at zero): an untrained classifier reproduces the localization score, and
+            training only has to learn where the images say otherwise.
     """
 
     crop: tuple[int, int, int] = (8, 48, 48)
@@ -105,6 +108,7 @@ class ClassifierConfig:
     use_encoder: bool = True
     dropout: float = 0.2
     hidden: int = 64
+    residual: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
@@ -115,7 +119,8 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ClassifierConfig:
-        return cls(**{**data, "crop": tuple(data["crop"]), "widths": tuple(data["widths"])})
+        # files written before ``residual`` existed hold plain classifiers
+        return cls(**{"residual": False, **data, "crop": tuple(data["crop"]), "widths": tuple(data["widths"])})
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -308,6 +313,12 @@ class LesionClassifier(nn.Module):
             nn.Dropout(config.dropout),
             nn.Linear(config.hidden, 1 + NUM_GRADE_GROUPS),
         )
+        if config.residual:
+            self.peak_slope = nn.Parameter(torch.tensor(1.0))
+            self.peak_offset = nn.Parameter(torch.tensor(0.0))
+            with torch.no_grad():  # the learned correction starts at zero
+                self.head[-1].weight[0].zero_()
+                self.head[-1].bias[0].zero_()
 
     def forward(self, crop: torch.Tensor, encoder_features: torch.Tensor | None) -> dict[str, torch.Tensor]:
         heat = crop[:, -1]
@@ -323,7 +334,11 @@ class LesionClassifier(nn.Module):
                 raise ValueError("this classifier needs the localization encoder's features")
             parts.insert(2, encoder_features)
         out = self.head(torch.cat(parts, 1))
-        return {"logit": out[:, 0], "grade_logits": out[:, 1:]}
+        logit = out[:, 0]
+        if self.config.residual:
+            peak = heat.amax(dim=(1, 2, 3)).clamp(0.01, 0.99)
+            logit = logit + self.peak_slope * torch.logit(peak) + self.peak_offset
+        return {"logit": logit, "grade_logits": out[:, 1:]}
 
 
 @dataclass(frozen=True)
