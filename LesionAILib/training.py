@@ -518,13 +518,17 @@ class Trainer:
             save_model(self.model, self.metadata(metrics, phase), self.run_dir / name)
 
     def _restore_best(self, name: str) -> None:
+        """Load the best weights of a phase; after phase 1 only the localization network counts."""
         from .modelfile import load_model
 
         self._barrier()  # rank 0 may have just written it
         path = self.run_dir / name
         if path.exists():
             best, _ = load_model(path, self.device)
-            self.model.load_state_dict(best.state_dict())
+            if name == "best-phase1.safetensors":
+                self.model.localizer.load_state_dict(best.localizer.state_dict())
+            else:
+                self.model.load_state_dict(best.state_dict())
 
     def metadata(self, metrics: dict, phase: str) -> ModelMetadata:
         """Model-file metadata describing this run."""

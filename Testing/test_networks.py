@@ -63,7 +63,7 @@ def test_classifier_takes_images_plus_map_and_uses_the_shared_encoder():
     )
     output = model.classify(torch.randn(5, 4, 8, 16, 16))
     assert output["logit"].shape == (5,) and output["grade_logits"].shape == (5, 6)
-    output["logit"].sum().backward()
+    (output["logit"].sum() + output["grade_logits"].sum()).backward()
     encoder_grads = [p.grad for p in model.encoder_parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in encoder_grads), "encoder features feed the classifier"
 
