@@ -8,6 +8,7 @@ waits for torch, and no Qt or MRML call happens on another thread.
 """
 
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -18,7 +19,7 @@ import slicer
 import vtk
 from LesionAILogic import dependencies  # first: in a source checkout it puts LesionAILib on sys.path
 from LesionAILogic.logic import LesionAILogic
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, Decimals, SingleStep, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -45,8 +46,13 @@ CANDIDATE_COLUMNS = (
     ("A mm", "A (mm)", 1),
     ("S mm", "S (mm)", 1),
     ("peak", "peak", 3),
+    ("model", "model", None),
 )
 POLL_INTERVAL_MS = 200
+POINT_EVENTS = (
+    slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,  # a point was placed
+    slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent,  # a point was moved
+)
 
 
 class LesionAI(ScriptedLoadableModule):
@@ -88,6 +94,7 @@ class LesionAIParameterNode:
     heatmapThreshold: Annotated[float, WithinRange(0.0, 1.0), Decimals(2), SingleStep(0.05)] = 0.2
     selectedCandidate: int = 0
     annotation: vtkMRMLSegmentationNode
+    points: vtkMRMLMarkupsFiducialNode
     prefillFromCandidates: bool = True
     datasetFolder: str = ""
     caseId: str = ""
@@ -110,6 +117,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = None
         self._segmentEditor = None
         self._observedAnnotation = None
+        self._observedPoints = None
         self._shownLesionIds = []
         self._shownResultsFor = None
         self._summaryFolder = None
@@ -206,6 +214,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._observedAnnotation is not None:
             self.removeObservers(self._onAnnotationModified)
         self._observedAnnotation, self._shownLesionIds = None, []
+        self._showPoints(None)
         self.ui.lesionTable.setRowCount(0)
         self._showResults()
 
@@ -216,6 +225,10 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ parameter node
     def initializeParameterNode(self) -> None:
         self.setParameterNode(LesionAIParameterNode(self.logic.getParameterNode()))
+        if not self._parameterNode.points:
+            self._parameterNode.points = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLMarkupsFiducialNode", slicer.mrmlScene.GenerateUniqueName("LesionAI points")
+            )
 
     def setParameterNode(self, parameterNode) -> None:
         if self._parameterNode:
@@ -250,6 +263,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if p.t2Volume is not self._shownResultsFor:
                 self._showResults()
             self._showAnnotation()
+            self._showPoints(p.points)
             self._showDatasetSummary()
         finally:
             self._updatingGui = False
@@ -369,7 +383,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.removeJobFolder(job)
 
     def _showResults(self) -> None:
-        """Case score, model, demo notice and the candidate table of the selected T2 (its last analysis)."""
+        """Case score, model, demo notice and candidate table of the selected T2 (last analysis, classified points)."""
         t2 = self._parameterNode.t2Volume if self._parameterNode else None
         self._shownResultsFor = t2
         summary = self.logic.resultSummary(t2) if t2 else None
@@ -381,20 +395,24 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if summary is None:
             self.ui.caseScoreLabel.text = "–"
             self.ui.modelNameLabel.text = "–"
-            return
-        self.ui.caseScoreLabel.text = f"{summary['caseScore']:.2f}"
-        self.ui.modelNameLabel.text = summary["modelName"]
-        self.ui.demoNoticeLabel.visible = summary["isDemoModel"]
-        if summary["isDemoModel"]:
-            self.ui.demoNoticeLabel.text = f"<b>{summary['modelNotice']}</b>"
-        rows = self.logic.candidateRows(t2)
+        else:
+            self.ui.caseScoreLabel.text = f"{summary['caseScore']:.2f}"
+            self.ui.modelNameLabel.text = summary["modelName"]
+            self.ui.demoNoticeLabel.visible = summary["isDemoModel"]
+            if summary["isDemoModel"]:
+                self.ui.demoNoticeLabel.text = f"<b>{summary['modelNotice']}</b>"
+        rows = self.logic.candidateRows(t2) if t2 else []  # analysis candidates and classified points
         table.blockSignals(True)
         table.setRowCount(len(rows))
         for index, row in enumerate(rows):
             for column, (key, _, decimals) in enumerate(CANDIDATE_COLUMNS):
                 item = qt.QTableWidgetItem()
-                value = row[key]
-                item.setData(qt.Qt.DisplayRole, round(value, decimals) if decimals else value)
+                value = row.get(key, "")
+                if isinstance(value, float) and math.isnan(value):
+                    value = ""  # a classified point has no region: no volume, no peak
+                elif decimals:
+                    value = round(value, decimals)
+                item.setData(qt.Qt.DisplayRole, value)
                 table.setItem(index, column, item)
             if int(row["id"]) == self._parameterNode.selectedCandidate:
                 table.selectRow(index)  # restores the selection of a saved scene without moving the views
@@ -410,6 +428,41 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Cannot show the candidate."):
             self.logic.jumpToCandidate(t2, candidateId)
             self._parameterNode.selectedCandidate = candidateId
+
+    # ------------------------------------------------------------------ point and classify
+    def _showPoints(self, points) -> None:
+        """Let the place widget add to ``points`` and classify its control points when placed or moved."""
+        if points is self._observedPoints:
+            return
+        for event in POINT_EVENTS:
+            if self._observedPoints is not None:
+                self.removeObserver(self._observedPoints, event, self._onPointsChanged)
+            if points is not None:
+                self.addObserver(points, event, self._onPointsChanged)
+        self._observedPoints = points
+        self.ui.pointPlaceWidget.setCurrentNode(points)
+
+    def _onPointsChanged(self, caller=None, event=None) -> None:
+        """Classify every placed point (ProstateX-trained classifier) and show them in the candidate table."""
+        p = self._parameterNode
+        points = p.points if p else None
+        if points is None or points.GetNumberOfControlPoints() == 0:
+            return
+        if not (p.t2Volume and p.adcVolume and p.hbvVolume):
+            self.ui.pointResultLabel.text = "Choose the T2, ADC and high-b volumes to classify the points."
+            return
+        if not self._ensureDependencies():
+            return
+        volumes = {"t2w": p.t2Volume, "adc": p.adcVolume, "hbv": p.hbvVolume}
+        scored = []
+        with slicer.util.tryWithErrorDisplay("Cannot classify the point.", waitCursor=True):
+            for index in range(points.GetNumberOfControlPoints()):
+                if points.GetNthControlPointPositionStatus(index) == points.PositionDefined:
+                    result = self.logic.classifyControlPoint(volumes, points, index)
+                    scored.append(f"{points.GetNthControlPointLabel(index)}: p = {result.probability:.2f}")
+            if scored:
+                self.ui.pointResultLabel.text = f"{'; '.join(scored)} — {result.model_name} ({result.intended_use})"
+        self._showResults()
 
     # ------------------------------------------------------------------ annotation
     def onCreateAnnotation(self) -> None:

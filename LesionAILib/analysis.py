@@ -5,6 +5,11 @@
 >>> result = Analyzer().analyze(open_case("ProstateX-0000"))   # bundled demo model, CUDA if available
 >>> result.case_score, [c.center_ras_mm for c in result.candidates]
 
+With ``patch_classifier=True`` (or a classifier file) each candidate is rescored by the
+ProstateX-trained patch classifier (:mod:`LesionAILib.point_classification`) at its centre: its
+``probability`` and ``score_model`` then come from that classifier, the detector's own
+probability is kept in ``detector_probability``, and the grade group stays the detector's.
+
 The :class:`Result` holds the combined heatmap, the per-sequence heatmaps and the detection and
 candidate maps resampled back into the **original T2 geometry** (exactly the T2 series' size,
 spacing, origin and direction), the candidate table and the case score (highest candidate
@@ -23,10 +28,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .candidates import Candidate, detection_map, extract_candidates
+from .candidates import Candidate, detection_map, extract_candidates, renumber
 from .crops import crop_tensor
+from .errors import StudyError
 from .modelfile import DEMO_NOTICE, ModelMetadata, bundled_model_path, load_model
 from .networks import LesionModel
+from .patches import PatchExtractor
+from .point_classification import PointClassifier
 from .preprocessing import Preprocessed, preprocess, to_t2_grid
 from .resampling import resolve_device
 from .studies import Case
@@ -48,12 +56,16 @@ class Result:
     device: str
     timings: dict[str, float] = field(default_factory=dict)
     model_grid: dict = field(default_factory=dict)
+    classifier_name: str = ""
+    classifier_notice: str = ""
 
     def to_dict(self) -> dict:
+        classifier = {"classifier": self.classifier_name, "classifier_notice": self.classifier_notice}
         return {
             "case_id": self.case_id,
             "model": self.model_name,
             "notice": self.model_notice,
+            **(classifier if self.classifier_name else {}),
             "case_score": round(float(self.case_score), 4),
             "candidates": [c.to_dict() for c in self.candidates],
             "device": self.device,
@@ -72,6 +84,9 @@ class Analyzer:
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         tta: test-time augmentation (average with the left-right mirrored prediction).
         max_candidates: at most this many candidates per case.
+        patch_classifier: rescore the candidates with a patch classifier: ``True`` for the bundled
+            ProstateX-trained one, a classifier file, or a :class:`PointClassifier`; ``None``/``False``
+            keeps the detector's probabilities.
     """
 
     def __init__(
@@ -80,6 +95,7 @@ class Analyzer:
         device: str | torch.device = "auto",
         tta: bool = False,
         max_candidates: int = 5,
+        patch_classifier: bool | str | Path | PointClassifier | None = None,
     ):
         self.device = resolve_device(device)
         if model is None or isinstance(model, (str, Path)):
@@ -89,6 +105,10 @@ class Analyzer:
             self.model = self.model.to(self.device).eval()
         self.tta = tta
         self.max_candidates = max_candidates
+        if patch_classifier is None or patch_classifier is False or isinstance(patch_classifier, PointClassifier):
+            self.point_classifier = patch_classifier or None
+        else:
+            self.point_classifier = PointClassifier(None if patch_classifier is True else patch_classifier)
 
     @property
     def notice(self) -> str:
@@ -140,6 +160,27 @@ class Analyzer:
             candidate.grade_group = int(np.argmax(grade))
             candidate.score_model = self.metadata.name
 
+    def rescore_with_patch_classifier(self, case: Case, candidates: list[Candidate]) -> None:
+        """Replace each candidate's probability by the patch classifier's at its centre (in place, re-sorted).
+
+        The detector's probability moves to ``detector_probability``. A candidate whose patches would
+        leave a volume keeps the detector's probability, and its ``score_model`` says why.
+        """
+        if not candidates:
+            return
+        extractor = PatchExtractor(case)
+        for candidate in candidates:
+            try:
+                patches = extractor.extract(candidate.center_lps_mm)
+            except StudyError:
+                candidate.score_model = f"{candidate.score_model} (outside the patch classifier's volumes)"
+                continue
+            (scored,) = self.point_classifier.classify_patches([patches], [candidate.zone])
+            candidate.detector_probability = candidate.probability
+            candidate.probability = scored.probability
+            candidate.score_model = scored.model_name
+        candidates.sort(key=lambda c: -c.probability)
+
     def analyze_prepared(
         self, prepared: Preprocessed, step: Callable[[str], None] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, list[Candidate], np.ndarray]:
@@ -159,6 +200,7 @@ class Analyzer:
         step("candidates")
         self.classify(images, combined, candidates)
         candidates.sort(key=lambda c: -c.probability)
+        labels = renumber(candidates, labels)  # candidate 1 is the most probable
         step("classification")
         return combined, sequences, candidates, labels
 
@@ -175,6 +217,7 @@ class Analyzer:
             "localization": 0.5,
             "candidates": 0.65,
             "classification": 0.8,
+            "patch_classifier": 0.9,
             "resample_to_t2": 1.0,
         }
         clock = [time.perf_counter()]
@@ -191,6 +234,9 @@ class Analyzer:
         prepared = preprocess(case, self.metadata.preprocess, center_lps=center_lps, device=self.device)
         step("preprocess")
         combined, sequences, candidates, labels = self.analyze_prepared(prepared, step)
+        if self.point_classifier is not None:
+            self.rescore_with_patch_classifier(case, candidates)
+            step("patch_classifier")
         heatmap = to_t2_grid(combined, prepared.grid, prepared.t2_grid, "linear")
         sequence_maps = {
             role: to_t2_grid(sequences[i], prepared.grid, prepared.t2_grid, "linear")
@@ -216,4 +262,6 @@ class Analyzer:
             device=str(self.device),
             timings=timings,
             model_grid=prepared.grid.to_dict(),
+            classifier_name=self.point_classifier.name if self.point_classifier else "",
+            classifier_notice=self.point_classifier.metadata.intended_use if self.point_classifier else "",
         )

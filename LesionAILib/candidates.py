@@ -39,6 +39,8 @@ class Candidate:
         grade_group: most likely ISUP grade group (classifier), ``grade_probabilities`` all six.
         zone: prostate zone if known.
         score_model: which model produced ``probability``.
+        detector_probability: the detector's own probability when another model (the ProstateX
+            patch classifier) rescored the candidate; ``None`` otherwise.
     """
 
     candidate_id: int
@@ -53,8 +55,14 @@ class Candidate:
     grade_probabilities: list[float] = field(default_factory=list)
     zone: str | None = None
     score_model: str = ""
+    detector_probability: float | None = None
 
     def to_dict(self) -> dict:
+        rescored = (
+            {}
+            if self.detector_probability is None
+            else {"detector_probability": round(float(self.detector_probability), 4)}
+        )
         return {
             "id": self.candidate_id,
             "probability": round(float(self.probability), 4),
@@ -67,6 +75,7 @@ class Candidate:
             "center_index_zyx": [round(float(v), 2) for v in self.center_index],
             "zone": self.zone,
             "score_model": self.score_model,
+            **rescored,
         }
 
 
@@ -173,6 +182,16 @@ def extract_candidates(
             )
         )
     return candidates, relabelled
+
+
+def renumber(candidates: list[Candidate], labels: np.ndarray) -> np.ndarray:
+    """Give ``candidates`` the ids 1..n in their current order (e.g. after sorting by probability);
+    returns the label map relabelled to match."""
+    lookup = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.int32)
+    for new_id, candidate in enumerate(candidates, start=1):
+        lookup[candidate.candidate_id] = new_id
+        candidate.candidate_id = new_id
+    return lookup[labels]
 
 
 def detection_map(labels: np.ndarray, candidates: list[Candidate]) -> np.ndarray:

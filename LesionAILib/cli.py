@@ -68,6 +68,8 @@ def _cmd_inspect(args) -> int:
 
     path = Path(args.study)
     overrides = _parse_overrides(args.series)
+    if path.is_dir() and any(path.glob("*_t2w.mha")):  # a PI-CAI case folder: one file per role
+        return _inspect_files(path, args.json)
     try:
         report = inspect_study(path, overrides)
     except LesionAIError as error:
@@ -91,6 +93,35 @@ def _cmd_inspect(args) -> int:
     for role in ROLES:
         source = report.roles[role]
         print(f"{role}: series {source.series_number} ({source.series_description}) — {source.reason}")
+    return 0
+
+
+def _inspect_files(path: Path, as_json: bool) -> int:
+    from .geometry import Grid
+    from .studies import ROLES, open_picai_case
+
+    case = open_picai_case(path)
+    roles = {}
+    for role in ROLES:
+        grid = Grid.from_image(case.image(role))
+        roles[role] = {
+            **case.sources[role].to_dict(),
+            "shape_zyx": list(grid.shape),
+            "spacing_zyx_mm": list(grid.spacing),
+        }
+    if as_json:
+        print(
+            json.dumps(
+                {"path": str(path), "patient_id": case.patient_id, "study_id": case.study_id, "roles": roles}, indent=2
+            )
+        )
+        return 0
+    print(f"PI-CAI case {case.case_id} in {path}")
+    for role, info in roles.items():
+        print(
+            f"{role}: {Path(info['source']).name}  {info['shape_zyx']} voxels at "
+            f"{', '.join(f'{v:.2f}' for v in info['spacing_zyx_mm'])} mm (Z, Y, X) — {info['reason']}"
+        )
     return 0
 
 
@@ -160,7 +191,8 @@ def _cmd_phantom(args) -> int:
 def _analyzer(args):
     from .analysis import Analyzer
 
-    return Analyzer(args.model, device=args.device, tta=args.tta)
+    patch_classifier = args.classifier_model or (True if args.classifier else None)
+    return Analyzer(args.model, device=args.device, tta=args.tta, patch_classifier=patch_classifier)
 
 
 def _analyze_and_write(analyzer, case, out: Path, quiet: bool = False) -> None:
@@ -174,6 +206,8 @@ def _analyze_and_write(analyzer, case, out: Path, quiet: bool = False) -> None:
             f"model: {result.model_name}"
         )
         print(candidate_table(result))
+        if result.classifier_name:
+            print(f"probabilities: {result.classifier_name} ({result.classifier_notice}) at each candidate's centre")
         print(
             f"wrote {out}/ (heatmap.nii.gz/.nrrd, detection_map, candidates.csv/.json, PNGs) "
             f"in {result.timings['total']:.2f} s on {result.device}"
@@ -228,6 +262,7 @@ def _cmd_demo(args) -> int:
             f"Generated synthetic case {phantom.case_id} (site A, seed {args.seed}) in {out / 'phantom-case'}; "
             f"ground truth: {truth or 'no lesion'}"
         )
+        _inspect_files(out / "phantom-case" / "images" / phantom.patient_id, as_json=False)
     prepared = preprocess(case, analyzer.metadata.preprocess, device=analyzer.device)
     sequence_panels(
         [prepared.channel(r).cpu().numpy() for r in prepared.roles],
@@ -236,6 +271,46 @@ def _cmd_demo(args) -> int:
         suptitle=f"{case.case_id}: model grid {prepared.grid.shape} at {prepared.grid.spacing} mm",
     )
     _analyze_and_write(analyzer, case, out)
+    return 0
+
+
+# --------------------------------------------------------------------------- classify
+def _parse_point(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise LesionAIError(f"--point expects X,Y,Z in mm, got {text!r}", hint="e.g. --point 25.7,31.9,-38.5")
+    return values
+
+
+def _cmd_classify(args) -> int:
+    from .patch_figures import write_patch_strip
+    from .point_classification import PointClassifier
+
+    point = _parse_point(args.point)
+    case = _open_study(args)
+    classifier = PointClassifier(args.model, device=args.device)
+    result = classifier.classify(case, point, ras=args.ras, zone=args.zone)
+    out = Path(args.out)
+    frame = "RAS" if args.ras else "LPS"
+    png = write_patch_strip(
+        result.patches,
+        out / "patches.png",
+        f"{case.case_id} at {frame} ({', '.join(f'{v:g}' for v in point)}) mm: p = {result.probability:.2f} "
+        f"— {result.model_name}",
+        result.intended_use,
+    )
+    if args.json:
+        print(json.dumps({"case_id": case.case_id, **result.to_dict(), "png": str(png)}, indent=2))
+        return 0
+    print(
+        f"{case.case_id}: probability of clinically significant cancer {result.probability:.3f} at {frame} "
+        f"({', '.join(f'{v:g}' for v in point)}) mm, zone {result.zone or 'unknown'} — model: {result.model_name} "
+        f"({result.intended_use})"
+    )
+    print(f"wrote {png}")
     return 0
 
 
@@ -406,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read a DICOM study's headers, list every series and say which one is taken as T2, ADC "
         "and high-b, and why. Exits non-zero if a role cannot be filled or a chosen series is broken.",
     )
-    inspect.add_argument("study", help="DICOM study folder")
+    inspect.add_argument("study", help="DICOM study folder (or a PI-CAI case folder)")
     inspect.add_argument("--series", action="append", metavar="ROLE=SERIES", help="override a role, e.g. t2w=10")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     inspect.set_defaults(handler=_cmd_inspect)
@@ -458,6 +533,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
     demo.add_argument("--seed", type=int, default=2026, help="seed of the generated case")
     demo.set_defaults(handler=_cmd_demo)
+
+    classify = commands.add_parser(
+        "classify",
+        help="probability of clinically significant cancer at a point (ProstateX-trained classifier)",
+        description="Extract the ProstateX-style T2, ADC and high-b patches at a point (histogram-equalised, "
+        "32 x 32 at each series' native resolution), score them with the patch classifier, print the "
+        "probability and the model, and write the patches as a PNG strip. Research use only.",
+    )
+    _add_study_arguments(classify)
+    classify.add_argument(
+        "--point",
+        required=True,
+        metavar="X,Y,Z",
+        help="the point in mm, LPS (DICOM patient coordinates) unless --ras; write --point=-X,Y,Z when X is negative",
+    )
+    classify.add_argument("--ras", action="store_true", help="the point is in RAS (3D Slicer) coordinates")
+    classify.add_argument(
+        "--zone",
+        choices=("PZ", "TZ", "AS", "SV"),
+        help="prostate zone of the point (default: unknown, averaged over PZ/TZ/AS by training frequency)",
+    )
+    classify.add_argument("--model", help="patch-classifier model file (default: the bundled ProstateX classifier)")
+    classify.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    classify.add_argument("--out", default="classify-output", help="folder for patches.png (default classify-output)")
+    classify.add_argument("--json", action="store_true", help="print the result as JSON")
+    classify.set_defaults(handler=_cmd_classify)
 
     train = commands.add_parser(
         "train",
@@ -554,6 +655,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model file (.safetensors); default: the bundled demo model")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (left-right mirror)")
+    parser.add_argument(
+        "--classifier",
+        action="store_true",
+        help="rescore each candidate with the ProstateX-trained patch classifier (real patients; research use)",
+    )
+    parser.add_argument("--classifier-model", metavar="FILE", help="patch-classifier file for --classifier")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,10 @@
 A model file is one ``.safetensors`` file. Its header's ``__metadata__`` holds one entry,
 ``lesionai``, a JSON document with:
 
-* ``format`` ("lesionai-model") and ``format_version`` (int),
+* ``format`` ("lesionai-model"), ``format_version`` (int) and ``kind`` — ``"detector"`` for the
+  localization + classification models described here (files without ``kind`` are detectors),
+  ``"patch-classifier"`` for the ProstateX patch classifier (:mod:`LesionAILib.patch_classifier`,
+  which stores its own architecture and patch definition in the same container),
 * ``name``, ``created`` (UTC ISO time), ``description``,
 * ``architecture`` — the :class:`~LesionAILib.networks.ModelConfig` (so the file rebuilds itself),
 * ``sequences`` (role order of the input channels) and ``preprocess`` — the target grid and
@@ -15,6 +18,8 @@ A model file is one ``.safetensors`` file. Its header's ``__metadata__`` holds o
   shape and bytes. Loading recomputes it and refuses a file whose weights or metadata changed.
 
 Truncated or foreign files are refused with a one-line :class:`~LesionAILib.errors.ModelFileError`.
+The container (:func:`write_container`, :func:`read_document`, :func:`read_container`) is shared by
+every kind; a file of the wrong kind is refused with a message that says what it is.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ from .targets import SCORE_BY_GRADE
 
 FORMAT = "lesionai-model"
 FORMAT_VERSION = 1
+DETECTOR = "detector"
+KIND_USES = {
+    DETECTOR: "a LesionAI detector (use it with `lesionai analyze --model`)",
+    "patch-classifier": "a patch classifier (use it with `lesionai classify --model` or `--classifier-model`)",
+}
 CLASS_NAMES = ("not clinically significant", "clinically significant (ISUP grade group >= 2)")
 GRADE_NAMES = ("GG0 benign", "GG1", "GG2", "GG3", "GG4", "GG5")
 DEMO_NOTICE = "demo model — synthetic training data, not for clinical use"
@@ -82,6 +92,7 @@ class ModelMetadata:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "kind": DETECTOR,
             "name": self.name,
             "created": self.created,
             "description": self.description,
@@ -123,28 +134,27 @@ def _digest(metadata: dict, tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
-def save_model(model: LesionModel, metadata: ModelMetadata, path: str | Path) -> Path:
-    """Write ``model``'s weights and ``metadata`` to ``path`` atomically; fills ``metadata.sha256``."""
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    metadata.architecture = model.config
-    document = metadata.to_dict()
-    metadata.sha256 = _digest(document, tensors)
-    document["sha256"] = metadata.sha256
+# --------------------------------------------------------------------------- the container (every kind)
+def write_container(tensors: dict[str, torch.Tensor], document: dict, path: str | Path) -> str:
+    """Write ``tensors`` and the JSON ``document`` to ``path`` atomically; fills and returns ``document["sha256"]``."""
+    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    document["sha256"] = _digest(document, tensors)
     with atomic_path(path) as temporary:
         save_file(tensors, str(temporary), metadata={"lesionai": json.dumps(document)})
-    return Path(path)
+    return document["sha256"]
 
 
-def read_metadata(path: str | Path) -> ModelMetadata:
-    """Read only the metadata block (fast; no weights, no integrity check)."""
-    return ModelMetadata.from_dict(_read_document(Path(path)))
+def read_document(path: str | Path, kind: str | None = DETECTOR) -> dict:
+    """The JSON document of a model file (no weights, no integrity check); refuses a file of another ``kind``.
 
-
-def _read_document(path: Path) -> dict:
+    ``kind=None`` accepts any kind. A document without ``kind`` is a detector (files written before
+    kinds existed).
+    """
+    path = Path(path)
     if not path.exists():
         raise ModelFileError("model file does not exist", path, "check the path or list models with `lesionai models`")
     try:
@@ -168,17 +178,22 @@ def _read_document(path: Path) -> dict:
             path,
             "update LesionAI",
         )
+    found = document.get("kind", DETECTOR)
+    if kind is not None and found != kind:
+        raise ModelFileError(
+            f"this is {KIND_USES.get(found, f'a {found!r} model')}, not {KIND_USES.get(kind, kind).split(' (')[0]}",
+            path,
+        )
     return document
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LesionModel, ModelMetadata]:
-    """Rebuild the model from its file and load its weights, after checking the file's integrity.
+def read_container(path: str | Path, kind: str | None = DETECTOR) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(document, tensors)`` of a model file after checking its integrity (sha256 over metadata and weights).
 
-    Returns the model in eval mode on ``device`` and its metadata. Raises
-    :class:`ModelFileError` for a missing, truncated, foreign or tampered file.
+    Raises :class:`ModelFileError` for a missing, truncated, foreign, tampered or wrong-kind file.
     """
     path = Path(path)
-    document = _read_document(path)
+    document = read_document(path, kind)
     try:
         with safe_open(str(path), framework="pt") as handle:
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
@@ -190,11 +205,39 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Le
             path,
             "use an unmodified copy of the model",
         )
-    metadata = ModelMetadata.from_dict(document)
-    model = LesionModel(metadata.architecture)
+    return document, tensors
+
+
+def load_weights(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``module.load_state_dict(tensors, strict=True)``, a mismatch reported as a one-line :class:`ModelFileError`."""
     try:
-        model.load_state_dict(tensors, strict=True)
+        module.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()[0]
         raise ModelFileError(f"weights do not fit the stored architecture ({first})", path) from None
+
+
+# --------------------------------------------------------------------------- detectors
+def save_model(model: LesionModel, metadata: ModelMetadata, path: str | Path) -> Path:
+    """Write ``model``'s weights and ``metadata`` to ``path`` atomically; fills ``metadata.sha256``."""
+    metadata.architecture = model.config
+    metadata.sha256 = write_container(model.state_dict(), metadata.to_dict(), path)
+    return Path(path)
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """Read only a detector's metadata block (fast; no weights, no integrity check)."""
+    return ModelMetadata.from_dict(read_document(path))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LesionModel, ModelMetadata]:
+    """Rebuild a detector from its file and load its weights, after checking the file's integrity.
+
+    Returns the model in eval mode on ``device`` and its metadata. Raises
+    :class:`ModelFileError` for a missing, truncated, foreign, tampered or wrong-kind file.
+    """
+    document, tensors = read_container(path)
+    metadata = ModelMetadata.from_dict(document)
+    model = LesionModel(metadata.architecture)
+    load_weights(model, tensors, path)
     return model.to(device).eval(), metadata

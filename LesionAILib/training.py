@@ -546,6 +546,7 @@ class Trainer:
                 "sites": sorted({c.site for c in self.train_cases or []}),
                 "epochs": [h for h in self.history if h.get("event") == "epoch"][-1:],
                 "train_seconds": round(sum(h.get("seconds", 0.0) for h in self.history), 1),
+                "timed_phases": sorted({h["phase"] for h in self.history if "seconds" in h}),
                 "command": " ".join(["lesionai", *sys.argv[1:]]) if sys.argv and "lesionai" in sys.argv[0] else "",
             },
             metrics=metrics,

@@ -749,3 +749,65 @@ def test_dependency_constraints_pin_the_installed_numpy_simpleitk_and_torch():
     assert f"torch=={importlib.metadata.version('torch')}" in pins
     assert dependencies.missing_packages() == [] and dependencies.describe_missing() == ""
     assert dependencies.torch_status()["recent_enough"]
+
+
+# --------------------------------------------------------------------------- point and classify
+FINDING_0000_RAS = (-25.7457, -31.8707, -38.511)
+
+
+def test_classify_point_at_the_ras_finding_gives_the_engine_probability_at_the_lps_point(
+    logic, volumes_0000, case_0000
+):
+    from LesionAILib.patch_classifier import CLASSIFIER_NAME
+    from LesionAILib.point_classification import PointClassifier
+
+    result = logic.classifyPoint(volumes_0000, FINDING_0000_RAS)
+    engine = PointClassifier().classify(case_0000, FINDING_0000_LPS)
+    assert result.model_name == CLASSIFIER_NAME and 0.0 <= result.probability <= 1.0
+    assert result.probability == pytest.approx(engine.probability, abs=1e-6)
+    assert result.patches.point_lps == pytest.approx(FINDING_0000_LPS)
+    for role in ("t2w", "adc", "hbv"):
+        np.testing.assert_array_equal(result.patches.images[role], engine.patches.images[role])
+    triple = logic.classifyPoint(
+        (volumes_0000["t2w"], volumes_0000["adc"], volumes_0000["hbv"]), FINDING_0000_RAS, zone="PZ"
+    )
+    assert triple.probability == pytest.approx(
+        PointClassifier().classify(case_0000, FINDING_0000_LPS, zone="PZ").probability
+    )
+    with pytest.raises(LesionAIError, match="outside") as caught:
+        logic.classifyPoint(volumes_0000, (0.0, 0.0, 400.0))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_placed_control_point_puts_its_probability_and_model_in_the_candidate_table(app, logic, volumes_0000):
+    from LesionAILogic.logic import POINT_ROW_ID_BASE
+
+    from LesionAILib.patch_classifier import CLASSIFIER_NAME
+
+    t2 = volumes_0000["t2w"]
+    before = logic.candidateRows(t2)
+    points = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "LesionAI points")
+    try:
+        points.AddControlPoint(list(FINDING_0000_RAS))
+        result = logic.classifyControlPoint(volumes_0000, points, 0)
+        rows = logic.candidateRows(t2)
+        assert len(rows) == len(before) + 1 and rows[: len(before)] == before
+        row = rows[-1]
+        assert row["id"] == POINT_ROW_ID_BASE + 1 and row["model"] == CLASSIFIER_NAME
+        assert row["probability"] == pytest.approx(result.probability)
+        assert (row["R mm"], row["A mm"], row["S mm"]) == pytest.approx(FINDING_0000_RAS)
+        assert np.isnan(row["volume ml"]) and np.isnan(row["peak"]) and row["grade group"] == ""
+        assert points.GetNthControlPointDescription(0) == f"p = {result.probability:.2f} ({CLASSIFIER_NAME})"
+        moved = (FINDING_0000_RAS[0] - 6.0, FINDING_0000_RAS[1], FINDING_0000_RAS[2])
+        points.SetNthControlPointPositionWorld(0, *moved)
+        again = logic.classifyControlPoint(volumes_0000, points, 0)
+        rows = logic.candidateRows(t2)
+        assert [r["id"] for r in rows].count(POINT_ROW_ID_BASE + 1) == 1  # the row is replaced, not added
+        assert rows[-1]["R mm"] == pytest.approx(moved[0]) and rows[-1]["probability"] == pytest.approx(
+            again.probability
+        )
+    finally:
+        app.scene.RemoveNode(points)
+        table = logic.resultNodes(t2)["table"]
+        table.GetTable().RemoveRow(table.GetTable().GetNumberOfRows() - 1)
+    assert logic.candidateRows(t2) == before

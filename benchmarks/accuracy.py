@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--work", default=str(ROOT / ".benchmark-work"), help="cohorts, cache and baseline runs")
     parser.add_argument("--model", help="two-phase model (default: the bundled demo model)")
     parser.add_argument("--unet-model", help="an already trained U-Net baseline (skip training it)")
+    parser.add_argument("--no-unet", action="store_true", help="leave the U-Net baseline out (quick look)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
@@ -122,19 +123,25 @@ def main() -> None:
     train = [cohort(work, site) for site in TRAIN_SITES]
     test_records = read_cohort(cohort(work, TEST_SITE)).cases
     metadata = read_metadata(model_path)
-    two_phase_minutes = metadata.training.get("train_seconds")
-    if args.unet_model:
-        unet_path, unet_seconds = Path(args.unet_model), None
+    # training time only when the model's run timed both phases (a model assembled from two runs has not)
+    timed_all = metadata.training.get("timed_phases") == [1, 2]
+    two_phase_minutes = metadata.training.get("train_seconds") if timed_all else None
+    if args.no_unet:
+        unet_path, unet_seconds = None, None
+    elif args.unet_model:
+        unet_path, unet_seconds = Path(args.unet_model), read_metadata(args.unet_model).training.get("train_seconds")
     else:
         unet_path, unet_seconds = train_unet(work, model_path, train)
 
     two_phase = Analyzer(model_path, device=args.device)
-    rows, results = [], {}
-    for name, analyzer, seconds in (
+    methods = [
         ("localization only (score = map peak)", localization_only(two_phase), None),
         ("two-phase localization + classification", two_phase, two_phase_minutes),
-        ("plain U-Net segmentation baseline", Analyzer(unet_path, device=args.device), unet_seconds),
-    ):
+    ]
+    if unet_path is not None:
+        methods.append(("plain U-Net segmentation baseline", Analyzer(unet_path, device=args.device), unet_seconds))
+    rows, results = [], {}
+    for name, analyzer, seconds in methods:
         line, result = row(name, analyzer, test_records, seconds)
         rows.append(line)
         results[name] = result.to_dict()

@@ -17,6 +17,14 @@ In Slicer::
     analysis = logic.analyze(volumes["t2w"], volumes["adc"], volumes["hbv"])
     analysis.caseScore, analysis.modelName, logic.candidateRows(volumes["t2w"])
 
+Point and classify: :meth:`classifyPoint` scores a RAS point with the ProstateX-trained patch
+classifier (:mod:`LesionAILib.point_classification`), and :meth:`classifyControlPoint` does it for a
+markups control point and puts its probability, with the model's name, into the T2's candidate table
+(row id ``POINT_ROW_ID_BASE + control point number``; no grade, volume or peak)::
+
+    result = logic.classifyPoint(volumes, (-25.7457, -31.8707, -38.511))    # RAS mm
+    result.probability, result.model_name
+
 Heavy work (torch) runs in-process in :meth:`analyze` and :meth:`nextCaseToAnnotate` (for scripts and
 tests); the panel uses :meth:`startAnalysis`, :meth:`startNextCaseSearch` and :meth:`startFinetuning`,
 which run it in a separate process (:mod:`LesionAILogic.jobs`, :mod:`LesionAILogic.worker`).
@@ -64,6 +72,7 @@ DICOM_ATTRIBUTES = {
     "series_uid": "DICOM.SeriesInstanceUID",
     "b_value": "DICOM.DiffusionBValue",
 }
+POINT_ROW_ID_BASE = 1000  # candidate-table ids of classified points: 1000 + control point number (1, 2, ...)
 # node references from the T2 volume to what LesionAI made for it
 HEATMAP_REFERENCE = "LesionAI.Heatmap"
 TABLE_REFERENCE = "LesionAI.CandidateTable"
@@ -132,6 +141,10 @@ class LesionAILogic:
         self._workFolder = Path(workFolder) if workFolder else None
         self._analyzer = None
         self._analyzerKey = None
+        self._pointClassifier = None
+        self._pointClassifierKey = None
+        self._extractor = None
+        self._extractorKey = None
 
     # ================================================================== parameter node
     def getParameterNode(self):
@@ -454,6 +467,99 @@ class LesionAILogic:
             for key, value in attributes.items():
                 node.SetAttribute(key, value)
         return SceneAnalysis(heatmap_node, table, outlines, list(found), float(case_score), model_name, notice, is_demo)
+
+    # ================================================================== point and classify
+    def _pointClassifierFor(self, model):
+        from LesionAILib.patch_classifier import bundled_classifier_path
+        from LesionAILib.point_classification import PointClassifier
+
+        path = Path(model) if model is not None else bundled_classifier_path()
+        key = (str(path), path.stat().st_mtime if path.exists() else None)
+        if self._pointClassifierKey != key:
+            self._pointClassifier, self._pointClassifierKey = PointClassifier(path), key
+        return self._pointClassifier
+
+    def _extractorFor(self, t2, adc, hbv):
+        """A patch extractor of the three volumes, reused while their voxels and geometry stay the same."""
+        from LesionAILib.patches import PatchExtractor
+
+        nodes = (t2, adc, hbv)
+        key = None  # a missing volume: caseFromNodes says which
+        if all(node is not None and node.GetImageData() is not None for node in nodes):
+            key = tuple(
+                (node.GetID(), node.GetImageData().GetMTime(), *np.round(volumes.ijk_to_ras_of_node(node), 6).ravel())
+                for node in nodes
+            )
+        if key is None or self._extractorKey != key:
+            self._extractor, self._extractorKey = PatchExtractor(self.caseFromNodes(*nodes)), key
+        return self._extractor
+
+    @staticmethod
+    def _roleNodes(volumeNodes) -> tuple:
+        if isinstance(volumeNodes, Mapping):
+            return tuple(volumeNodes.get(role) for role in ROLES)
+        return tuple(volumeNodes)
+
+    def classifyPoint(self, volumeNodes, rasPoint: Sequence[float], model: str | Path | None = None, zone=None):
+        """Probability of clinically significant cancer at a RAS point (mm), from the ProstateX-trained classifier.
+
+        Args:
+            volumeNodes: ``{"t2w", "adc", "hbv": volume node}`` (as :meth:`loadStudy` returns) or ``(t2, adc, hbv)``.
+            rasPoint: the point in world RAS millimetres.
+            model: a patch-classifier file (default: the bundled ProstateX classifier).
+            zone: ``"PZ"``, ``"TZ"``, ``"AS"``, ``"SV"`` or ``None`` (unknown: averaged over the zones).
+
+        Returns:
+            :class:`LesionAILib.point_classification.PointClassification` (``probability``,
+            ``model_name``, ``intended_use``, the ``patches`` with the point in LPS and RAS). Raises
+            :class:`LesionAIError` (one line) for a missing volume or a point outside a volume.
+        """
+        extractor = self._extractorFor(*self._roleNodes(volumeNodes))
+        return self._pointClassifierFor(model).classify(extractor, rasPoint, ras=True, zone=zone)
+
+    def classifyControlPoint(self, volumeNodes, markupsNode, index: int, model: str | Path | None = None, zone=None):
+        """Classify control point ``index`` of ``markupsNode`` (its world position) and show it in the candidate table.
+
+        The T2's candidate table (created if the T2 has not been analysed) gets a row with id
+        ``POINT_ROW_ID_BASE + index + 1`` (replaced when the point is classified again): the probability,
+        the point in RAS and the model name; the control point's description becomes the probability and
+        the model. Returns the :meth:`classifyPoint` result.
+        """
+        position = [0.0, 0.0, 0.0]
+        markupsNode.GetNthControlPointPositionWorld(index, position)
+        result = self.classifyPoint(volumeNodes, position, model, zone)
+        t2 = self._roleNodes(volumeNodes)[0]
+        self.putPointInTable(t2, POINT_ROW_ID_BASE + index + 1, result.probability, position, result.model_name)
+        markupsNode.SetNthControlPointDescription(index, f"p = {result.probability:.2f} ({result.model_name})")
+        return result
+
+    def putPointInTable(self, t2, rowId: int, probability: float, rasPoint: Sequence[float], modelName: str) -> None:
+        """Add or replace row ``rowId`` of ``t2``'s candidate table for a classified point (no grade, volume, peak)."""
+        table = self._referenced(t2, TABLE_REFERENCE, "vtkMRMLTableNode", f"{t2.GetName()} LesionAI candidates")
+        if table.GetTable().GetColumnByName("id") is None:
+            candidates.fill_table(table, [], modelName)
+        values = {
+            "id": int(rowId),
+            "probability": float(probability),
+            "grade group": "",
+            "volume ml": float("nan"),
+            "R mm": float(rasPoint[0]),
+            "A mm": float(rasPoint[1]),
+            "S mm": float(rasPoint[2]),
+            "peak": float("nan"),
+            "model": modelName,
+        }
+        cells = table.GetTable()
+        ids = cells.GetColumnByName("id")
+        row = next((r for r in range(cells.GetNumberOfRows()) if ids.GetValue(r) == int(rowId)), None)
+        disabled = table.StartModify()
+        if row is None:
+            row = cells.InsertNextBlankRow()
+        for name, value in values.items():
+            cells.GetColumnByName(name).SetValue(row, value)
+        cells.Modified()
+        table.Modified()
+        table.EndModify(disabled)
 
     # ================================================================== reading
     def resultNodes(self, t2) -> dict:
