@@ -531,7 +531,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_arguments(demo)
     _add_model_arguments(demo)
     demo.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
-    demo.add_argument("--seed", type=int, default=2026, help="seed of the generated case")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        help="seed of the generated case (default 7: a grade-group-4 cancer and a BPH nodule)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     classify = commands.add_parser(
