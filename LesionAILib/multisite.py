@@ -25,7 +25,7 @@ from .errors import ConfigError
 from .jobs import EventLog
 from .modelfile import load_model
 from .ordering import order_by_similarity
-from .training import Curriculum, TrainConfig, Trainer
+from .training import Curriculum, TrainConfig, Trainer, training_and_validation_records
 
 ORDERS = ("similarity", "random", "none")
 
@@ -66,16 +66,8 @@ def multisite_train(
     events = events or EventLog(run_dir / "progress.jsonl")
     model, metadata = load_model(pretrained, "cpu")
     config = dataclasses.replace(config, model=metadata.architecture, preprocess=metadata.preprocess)
-    new_records = [r for folder in config.train for r in read_cohort(folder).cases]
+    new_records, val_records = training_and_validation_records(config)
     reference_records = [r for folder in reference for r in read_cohort(folder).cases]
-    if config.val:
-        val_records = [r for folder in config.val for r in read_cohort(folder).cases]
-    else:
-        order = np.random.default_rng([config.seed, 7]).permutation(len(new_records))
-        count = max(1, int(round(config.val_fraction * len(new_records))))
-        held_out = set(order[:count].tolist())
-        val_records = [r for i, r in enumerate(new_records) if i in held_out]
-        new_records = [r for i, r in enumerate(new_records) if i not in held_out]
     clash = {r.case_id for r in new_records} & {r.case_id for r in reference_records}
     if clash:
         raise ConfigError(f"case ids appear in both datasets (e.g. {sorted(clash)[0]}); they must be unique")

@@ -241,6 +241,17 @@ def load_config(path: str | Path) -> TrainConfig:
     return TrainConfig.from_dict(data)
 
 
+def training_and_validation_records(config: TrainConfig) -> tuple[list, list]:
+    """The training cohorts' cases and the validation cases: ``config.val``'s cohorts, or else a
+    seeded ``val_fraction`` of the training cases (at least one)."""
+    records = [r for folder in config.train for r in read_cohort(folder).cases]
+    if config.val:
+        return records, [r for folder in config.val for r in read_cohort(folder).cases]
+    order = np.random.default_rng([config.seed, 7]).permutation(len(records))
+    held_out = set(order[: max(1, int(round(config.val_fraction * len(records))))].tolist())
+    return [r for i, r in enumerate(records) if i not in held_out], [r for i, r in enumerate(records) if i in held_out]
+
+
 # --------------------------------------------------------------------------- distributed
 @dataclass
 class Distributed:
@@ -412,15 +423,7 @@ class Trainer:
         config = self.config
         if not config.train:
             raise ConfigError("no training data: set 'train' to one or more cohort folders")
-        records = [r for folder in config.train for r in read_cohort(folder).cases]
-        if config.val:
-            val_records = [r for folder in config.val for r in read_cohort(folder).cases]
-        else:
-            order = np.random.default_rng([config.seed, 7]).permutation(len(records))
-            count = max(1, int(round(config.val_fraction * len(records))))
-            val_ids = set(order[:count].tolist())
-            val_records = [r for i, r in enumerate(records) if i in val_ids]
-            records = [r for i, r in enumerate(records) if i not in val_ids]
+        records, val_records = training_and_validation_records(config)
 
         def progress(done: int, total: int) -> None:
             self.events.emit("progress", stage="prepare", done=done, total=total)
@@ -574,6 +577,46 @@ class Trainer:
             return {}
         return self.validate(use_classifier)
 
+    def _end_epoch(
+        self,
+        phase: int,
+        epoch: int,
+        last: int,
+        patience: int,
+        started: float,
+        train_loss: float,
+        state: dict,
+        optimizer,
+        extra: dict,
+    ) -> bool:
+        """Validate, log, keep the best model, checkpoint; return whether to stop early."""
+        metrics = self._epoch_validation(use_classifier=phase == 2)
+        record = {
+            "event": "epoch",
+            "phase": phase,
+            "epoch": epoch,
+            "seconds": time.perf_counter() - started,
+            **extra,
+            "train_loss": train_loss,
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
+        self.history.append(record)
+        self.events.emit("epoch", **{k: v for k, v in record.items() if k != "event"})
+        if metrics.get("score", state["best"] + 1) > state["best"]:  # without validation: the last epoch
+            state.update(best=metrics.get("score", -1.0), best_epoch=epoch, best_metrics=metrics)
+            self._save_best(
+                f"best-phase{phase}.safetensors",
+                {f"phase{phase}_validation": metrics, f"phase{phase}_best_epoch": epoch},
+                "1" if phase == 1 else "1+2",
+            )
+        state["epoch"] = epoch
+        stop = epoch - state["best_epoch"] >= patience
+        state["done"] = stop or epoch == last
+        self._save_checkpoint(optimizer, {**state, "phase": str(phase)})
+        if stop:
+            self.events.emit("early_stop", phase=phase, epoch=epoch, best_epoch=state["best_epoch"])
+        return stop
+
     # ---------------------------------------------------------------- phase 1
     def train_phase1(self) -> dict:
         config, p1 = self.config, self.config.phase1
@@ -615,28 +658,7 @@ class Trainer:
                 count += len(local) * (weight > 0)
                 self.events.emit("progress", phase=1, epoch=epoch, done=batch_index + 1, total=len(batches), loss=value)
             train_loss = self._global_mean(total_loss, count)
-            metrics = self._epoch_validation(use_classifier=False)
-            record = {
-                "event": "epoch",
-                "phase": 1,
-                "epoch": epoch,
-                "seconds": time.perf_counter() - started,
-                "train_loss": train_loss,
-                **{f"val_{k}": v for k, v in metrics.items()},
-            }
-            self.history.append(record)
-            self.events.emit("epoch", **{k: v for k, v in record.items() if k != "event"})
-            if metrics.get("score", state["best"] + 1) > state["best"]:  # without validation: the last epoch
-                state.update(best=metrics.get("score", -1.0), best_epoch=epoch, best_metrics=metrics)
-                self._save_best(
-                    "best-phase1.safetensors", {"phase1_validation": metrics, "phase1_best_epoch": epoch}, "1"
-                )
-            state["epoch"] = epoch
-            stop = epoch - state["best_epoch"] >= p1.patience
-            state["done"] = stop or epoch == p1.epochs
-            self._save_checkpoint(optimizer, {**state, "phase": "1"})
-            if stop:
-                self.events.emit("early_stop", phase=1, epoch=epoch, best_epoch=state["best_epoch"])
+            if self._end_epoch(1, epoch, p1.epochs, p1.patience, started, train_loss, state, optimizer, {}):
                 break
         self._restore_best("best-phase1.safetensors")
         if self.distributed.main:
@@ -786,29 +808,9 @@ class Trainer:
                 count += len(local) * (weight > 0)
                 self.events.emit("progress", phase=2, epoch=epoch, done=batch_index + 1, total=len(batches), loss=value)
             train_loss = self._global_mean(total_loss, count)
-            metrics = self._epoch_validation(use_classifier=True)
-            record = {
-                "event": "epoch",
-                "phase": 2,
-                "epoch": epoch,
-                "seconds": time.perf_counter() - started,
-                "joint": joint,
-                "train_loss": train_loss,
-                **{f"val_{k}": v for k, v in metrics.items()},
-            }
-            self.history.append(record)
-            self.events.emit("epoch", **{k: v for k, v in record.items() if k != "event"})
-            if metrics.get("score", state["best"] + 1) > state["best"]:  # without validation: the last epoch
-                state.update(best=metrics.get("score", -1.0), best_epoch=epoch, best_metrics=metrics)
-                self._save_best(
-                    "best-phase2.safetensors", {"phase2_validation": metrics, "phase2_best_epoch": epoch}, "1+2"
-                )
-            state["epoch"] = epoch
-            stop = epoch - state["best_epoch"] >= p2.patience
-            state["done"] = stop or epoch == total_epochs
-            self._save_checkpoint(optimizer, {**state, "phase": "2"})
-            if stop:
-                self.events.emit("early_stop", phase=2, epoch=epoch, best_epoch=state["best_epoch"])
+            if self._end_epoch(
+                2, epoch, total_epochs, p2.patience, started, train_loss, state, optimizer, {"joint": joint}
+            ):
                 break
         self._restore_best("best-phase2.safetensors")
         self.events.emit("phase_done", phase=2, best_epoch=state["best_epoch"], best_score=state["best"])
