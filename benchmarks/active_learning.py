@@ -56,14 +56,15 @@ class Size:
     grid: tuple = (16, 64, 64)
     spacing: tuple = (3.0, 1.5, 1.5)
     widths: tuple = (6, 12, 24, 24)
-    source_epochs: int = 10
-    finetune_crops: int = 96
+    source_epochs: int = 16
+    source_crops_per_case: int = 4
+    finetune_crops: int = 160
     finetune_classifier_epochs: int = 3
     uncertainty_samples: int = 4
 
 
-LARGE = Size(120, 80, 60, 6, 8, (20, 96, 96), (3.0, 1.0, 1.0), (8, 16, 32, 32), 25, 400, 6, 8)
-SMOKE = Size(10, 8, 6, 2, 2, (16, 64, 64), (3.0, 1.5, 1.5), (4, 8, 8, 8), 1, 16, 1, 2)
+LARGE = Size(120, 80, 60, 6, 8, (20, 96, 96), (3.0, 1.0, 1.0), (8, 16, 32, 32), 25, 2, 400, 6, 8)
+SMOKE = Size(10, 8, 6, 2, 2, (16, 64, 64), (3.0, 1.5, 1.5), (4, 8, 8, 8), 1, 1, 16, 1, 2)
 
 
 def cohort(work: Path, site: str, cases: int, seed: int) -> Path:
