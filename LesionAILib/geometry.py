@@ -147,16 +147,6 @@ class Grid:
         """LPS mm of the geometric centre of the voxel block."""
         return self.index_to_lps((np.asarray(self.shape) - 1) / 2.0)
 
-    @property
-    def extent_mm(self) -> np.ndarray:
-        """Physical size (Z, Y, X) in mm covered by the voxels, edge to edge."""
-        return np.asarray(self.shape) * np.asarray(self.spacing)
-
-    @property
-    def slice_normal(self) -> np.ndarray:
-        """LPS unit vector of the k (Z) index axis."""
-        return self.direction_matrix[:, 2].copy()
-
     def contains_index(self, index_zyx: np.ndarray, margin: float = 0.5) -> np.ndarray:
         """Whether continuous indices [..., 3] lie within the voxel block (± ``margin`` voxels)."""
         index = np.asarray(index_zyx, dtype=np.float64)

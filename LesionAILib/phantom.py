@@ -79,6 +79,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from .geometry import Grid
 from .io_utils import write_image_atomic, write_json_atomic, write_text_atomic
 
 GENERATOR_VERSION = 1
@@ -340,32 +341,6 @@ def _rotation(about_x: float = 0.0, about_y: float = 0.0, about_z: float = 0.0) 
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     return rz @ ry @ rx
-
-
-@dataclass(frozen=True)
-class _Grid:
-    """An image grid: size (x, y, z), spacing (mm), direction (3x3, columns = image axes in LPS) and
-    origin (LPS mm of voxel (0, 0, 0))."""
-
-    size: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    direction: np.ndarray
-    origin: np.ndarray
-
-    @staticmethod
-    def centred(
-        size: tuple[int, int, int], spacing: tuple[float, float, float], direction: np.ndarray, centre: np.ndarray
-    ) -> _Grid:
-        half = direction @ (np.asarray(spacing) * (np.asarray(size) - 1) / 2.0)
-        return _Grid(size, spacing, direction, centre - half)
-
-    def image(self, array: np.ndarray) -> sitk.Image:
-        """SimpleITK image of a [Z, Y, X] array on this grid."""
-        image = sitk.GetImageFromArray(array)
-        image.SetOrigin(tuple(float(v) for v in self.origin))
-        image.SetSpacing(tuple(float(v) for v in self.spacing))
-        image.SetDirection(tuple(float(v) for v in self.direction.ravel()))
-        return image
 
 
 @dataclass(frozen=True)
@@ -793,16 +768,16 @@ class _Lattice:
     are spread evenly inside each voxel. `shift_lps` displaces what the grid sees (misregistration).
     """
 
-    def __init__(self, grid: _Grid, sub: tuple[int, int, int], anatomy: _Anatomy, shift_lps: np.ndarray | None = None):
+    def __init__(self, grid: Grid, sub: tuple[int, int, int], anatomy: _Anatomy, shift_lps: np.ndarray | None = None):
         self.sub = sub  # (sx, sy, sz)
         self.fine: list[np.ndarray] = []
-        for n, s in zip(grid.size, sub, strict=True):
+        for n, s in zip(grid.size_xyz, sub, strict=True):
             offsets = (np.arange(s) + 0.5) / s - 0.5
             self.fine.append((np.arange(n)[:, None] + offsets[None, :]).ravel())
         shift = np.zeros(3) if shift_lps is None else shift_lps
         # body = A @ index + b
-        self.matrix = anatomy.rotation.T @ grid.direction @ np.diag(grid.spacing)
-        self.offset = anatomy.rotation.T @ (grid.origin + shift - anatomy.centre_lps)
+        self.matrix = anatomy.rotation.T @ grid.direction_matrix @ np.diag(grid.spacing_xyz)
+        self.offset = anatomy.rotation.T @ (np.asarray(grid.origin) + shift - anatomy.centre_lps)
         self.shape = tuple(len(self.fine[i]) for i in (2, 1, 0))
 
     def block(self, low: np.ndarray, high: np.ndarray) -> _Block:
@@ -1081,7 +1056,7 @@ def _texture(
     return _upsample2(_upsample2(coarse, 1, shape[1]), 2, shape[2])
 
 
-def _bias_field(rng: np.random.Generator, anatomy: _Anatomy, grid: _Grid, strength: float) -> np.ndarray:
+def _bias_field(rng: np.random.Generator, anatomy: _Anatomy, grid: Grid, strength: float) -> np.ndarray:
     """Smooth multiplicative coil-sensitivity field exp(quadratic polynomial of position) [Z, Y, X]."""
     lattice = _Lattice(grid, (1, 1, 1), anatomy)
     scale = 1.0 / 100.0  # polynomial in units of 10 cm
@@ -1252,19 +1227,19 @@ def generate_case(seed: int, site: str | SiteProfile = "A", index: int = 0) -> P
     )[0]
     coverage = 2.1 * anatomy.gland.semi[2] + 20.0
     n_slices = int(np.clip(math.ceil(coverage / profile.t2_slice_mm) + rng.integers(0, 2), *profile.t2_slices))
-    t2_grid = _Grid.centred(
-        (profile.t2_matrix, profile.t2_matrix, n_slices),
-        (profile.t2_inplane_mm, profile.t2_inplane_mm, profile.t2_slice_mm),
+    t2_grid = Grid(
+        (n_slices, profile.t2_matrix, profile.t2_matrix),
+        (profile.t2_slice_mm, profile.t2_inplane_mm, profile.t2_inplane_mm),
+        (0.0, 0.0, 0.0),
         t2_direction,
-        fov_centre,
-    )
+    ).centred_on(fov_centre)
     dwi_slices = int(round(n_slices * profile.t2_slice_mm / profile.dwi_slice_mm))
-    dwi_grid = _Grid.centred(
-        (*profile.dwi_matrix, dwi_slices),
-        (profile.dwi_inplane_mm, profile.dwi_inplane_mm, profile.dwi_slice_mm),
+    dwi_grid = Grid(
+        (dwi_slices, profile.dwi_matrix[1], profile.dwi_matrix[0]),
+        (profile.dwi_slice_mm, profile.dwi_inplane_mm, profile.dwi_inplane_mm),
+        (0.0, 0.0, 0.0),
         dwi_direction,
-        fov_centre,
-    )
+    ).centred_on(fov_centre)
     shift_dir = np.array([rng.normal(0, 0.35), 1.0 if rng.random() < 0.5 else -1.0, rng.normal(0, 0.35)])
     shift = dwi_direction @ (shift_dir / np.linalg.norm(shift_dir)) * profile.misregistration_mm * rng.uniform(0.5, 1.5)
 
@@ -1312,12 +1287,12 @@ def generate_case(seed: int, site: str | SiteProfile = "A", index: int = 0) -> P
         study_id=study_id_for(index),
         site=profile.name,
         seed=seed,
-        t2w=t2_grid.image(t2w.astype(_F32)),
-        adc=dwi_grid.image(adc),
-        hbv=dwi_grid.image(hbv),
-        lesion_instances=t2_grid.image(labels.instances),
-        cspca_mask=t2_grid.image(cspca),
-        zones=t2_grid.image(labels.zones),
+        t2w=t2_grid.image_from_array(t2w.astype(_F32)),
+        adc=dwi_grid.image_from_array(adc),
+        hbv=dwi_grid.image_from_array(hbv),
+        lesion_instances=t2_grid.image_from_array(labels.instances),
+        cspca_mask=t2_grid.image_from_array(cspca),
+        zones=t2_grid.image_from_array(labels.zones),
         lesions=lesions,
         b_value=profile.hbv_b_value,
         prostate_volume_ml=round(prostate_volume, 2),

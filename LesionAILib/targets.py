@@ -55,7 +55,3 @@ def heatmap_target(
         if peak > 0:
             np.maximum(target[region], blob * (score / peak), out=target[region])
     return np.clip(target, 0.0, 1.0)
-
-
-def grade_to_score(grade: int, score_by_grade: Sequence[float] = SCORE_BY_GRADE) -> float:
-    return float(score_by_grade[int(grade)])
