@@ -42,12 +42,13 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 MIN_HIGH_B = 800.0
 MIN_SLICES = 3
 
-_T2 = re.compile(r"t2", re.IGNORECASE)
-_TSE = re.compile(r"tse|fse|haste|space|blade|propeller|frfse", re.IGNORECASE)
-_ADC = re.compile(r"adc|apparent", re.IGNORECASE)
-_CALC = re.compile(r"calc|comp(?:uted)?[_ ]?b|synth", re.IGNORECASE)
-_DWI = re.compile(r"diff|dwi|ep2d|resolve|trace", re.IGNORECASE)
-_LOCALIZER = re.compile(r"locali[sz]er|scout|survey|\bloc\b|_loc|loc[ _]", re.IGNORECASE)
+# Series-description patterns (also used by the Slicer module to guess roles from volume names).
+T2_PATTERN = re.compile(r"t2", re.IGNORECASE)
+TSE_PATTERN = re.compile(r"tse|fse|haste|space|blade|propeller|frfse", re.IGNORECASE)
+ADC_PATTERN = re.compile(r"adc|apparent", re.IGNORECASE)
+CALC_PATTERN = re.compile(r"calc|comp(?:uted)?[_ ]?b|synth", re.IGNORECASE)
+DWI_PATTERN = re.compile(r"diff|dwi|ep2d|resolve|trace", re.IGNORECASE)
+LOCALIZER_PATTERN = re.compile(r"locali[sz]er|scout|survey|\bloc\b|_loc|loc[ _]", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------- records
@@ -186,17 +187,17 @@ def _kind(series: DicomSeries) -> str:
     """What a series is, from its tags: t2, adc, dwi_calc, dwi, localizer or other."""
     text = f"{series.description} {series.sequence_name}"
     image_type = set(series.image_type)
-    if "LOCALIZER" in image_type or _LOCALIZER.search(series.description) or series.plane == "mixed":
+    if "LOCALIZER" in image_type or LOCALIZER_PATTERN.search(series.description) or series.plane == "mixed":
         return "localizer"
-    if "ADC" in image_type or _ADC.search(series.description):
+    if "ADC" in image_type or ADC_PATTERN.search(series.description):
         return "adc"
-    is_diffusion = "DIFFUSION" in image_type or "TRACEW" in image_type or bool(_DWI.search(text))
-    if is_diffusion and ("CALC_BVAL" in image_type or _CALC.search(series.description)):
+    is_diffusion = "DIFFUSION" in image_type or "TRACEW" in image_type or bool(DWI_PATTERN.search(text))
+    if is_diffusion and ("CALC_BVAL" in image_type or CALC_PATTERN.search(series.description)):
         return "dwi_calc"
     if is_diffusion or len(series.b_values) > 1:
         return "dwi"
     spin_echo_train = "SE" in series.scanning_sequence and (series.echo_train_length or 0) > 1
-    if _T2.search(series.description) or (spin_echo_train and _TSE.search(text)):
+    if T2_PATTERN.search(series.description) or (spin_echo_train and TSE_PATTERN.search(text)):
         return "t2"
     return "other"
 
@@ -275,7 +276,7 @@ def assign_roles(
             )
 
         def t2_rank(s: DicomSeries):
-            tse = bool(_TSE.search(f"{s.description} {s.sequence_name}"))
+            tse = bool(TSE_PATTERN.search(f"{s.description} {s.sequence_name}"))
             return (not tse, round(_in_plane(s), 3), _minutes_between(s, diffusion_reference), -(s.number or 0))
 
         candidates.sort(key=t2_rank)

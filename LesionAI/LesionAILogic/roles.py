@@ -22,7 +22,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from LesionAILib.errors import LesionAIError
+from LesionAILib.studies import ADC_PATTERN as _ADC
+from LesionAILib.studies import DWI_PATTERN as _DWI
+from LesionAILib.studies import LOCALIZER_PATTERN as _LOCALIZER
 from LesionAILib.studies import ROLE_NAMES, ROLES
+from LesionAILib.studies import T2_PATTERN as _T2
 
 from .volumes import ijk_to_ras_of_node
 
@@ -30,11 +34,8 @@ ROLE_ATTRIBUTE = "LesionAI.Role"
 ROLE_REASON_ATTRIBUTE = "LesionAI.RoleReason"
 OUTPUT_ATTRIBUTE = "LesionAI.Output"  # set on volumes LesionAI computed (heatmaps): never an input
 
-_ADC = re.compile(r"adc|apparent", re.IGNORECASE)
+# Volume names add "high-b", "hbv" and "b1400"-style names to the engine's DICOM description patterns.
 _CALC = re.compile(r"calc|bval|high[-_ ]?b|hbv|\bb[-_ ]?\d{3,4}\b", re.IGNORECASE)
-_DWI = re.compile(r"dwi|diff|trace|ep2d|resolve", re.IGNORECASE)
-_T2 = re.compile(r"t2", re.IGNORECASE)
-_LOCALIZER = re.compile(r"locali[sz]er|scout|survey|\bloc\b|_loc|loc[ _]", re.IGNORECASE)
 _B_VALUE = re.compile(r"\bb[-_ ]?(\d{3,4})\b", re.IGNORECASE)
 _SERIES_NUMBER = re.compile(r"^\s*(\d+)\s*:")
 
