@@ -129,8 +129,9 @@ def main() -> None:
     ]
     print(f"machine: {machine()}")
     print(
-        f"site A → site D, {size.pool_cases} D training cases, {len(d_test)} held-out D and {len(a_test)} held-out A "
-        f"cases, {args.epochs} epochs per arm, {args.seeds} seeds, {(time.perf_counter() - started) / 60:.1f} min"
+        f"site A → site D, {size.pool_cases - 1} D training cases (the split holds one out), "
+        f"{len(d_test)} held-out D and {len(a_test)} held-out A cases, {args.epochs} epochs per arm, "
+        f"{args.seeds} seeds, {(time.perf_counter() - started) / 60:.1f} min"
     )
     print_table(["arm", "D AP", "D AUROC", "A AP (forgetting)", "A AUROC"], rows)
     best = max(ORDERS, key=lambda o: np.mean([v["score"] for v in scores[o]["D"]]))
