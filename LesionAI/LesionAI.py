@@ -29,7 +29,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from LesionAILib.errors import LesionAIError
-from LesionAILib.studies import ROLES
+from LesionAILib.studies.study import ROLES
 
 # Installed, Resources/ sits next to this file; in a source checkout (module path <checkout>/LesionAI) one folder up.
 _MODULE_DIR = Path(__file__).resolve().parent
@@ -673,9 +673,9 @@ class LesionAITest(ScriptedLoadableModuleTest):
 
     def _model(self, folder: Path) -> Path:
         """The bundled demo model, or (before it ships) a small untrained one: this test checks plumbing."""
-        from LesionAILib.modelfile import DEMO_MODEL, ModelMetadata, save_model
-        from LesionAILib.networks import LesionModel, ModelConfig
-        from LesionAILib.preprocessing import PreprocessConfig
+        from LesionAILib.models.modelfile import DEMO_MODEL, ModelMetadata, save_model
+        from LesionAILib.models.networks import LesionModel, ModelConfig
+        from LesionAILib.preprocessing.pipeline import PreprocessConfig
 
         if DEMO_MODEL.exists():
             return DEMO_MODEL
@@ -685,8 +685,8 @@ class LesionAITest(ScriptedLoadableModuleTest):
         return save_model(LesionModel(config).eval(), metadata, folder / "untrained.safetensors")
 
     def test_LoadAnalyzeAnnotate(self):
-        from LesionAILib.deployment import read_deployment
-        from LesionAILib.phantom import generate_case
+        from LesionAILib.adaptation.deployment import read_deployment
+        from LesionAILib.phantom.generator import generate_case
 
         self.delayDisplay("Generating a phantom case")
         folder = Path(tempfile.mkdtemp(prefix="LesionAITest-"))

@@ -16,8 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .io_utils import atomic_path  # noqa: E402
-from .palette import HEAT_STOPS, OUTLINE_COLORS  # noqa: E402
+from LesionAILib.atomic_io import atomic_path  # noqa: E402
+from LesionAILib.palette import HEAT_STOPS, OUTLINE_COLORS  # noqa: E402
 
 ROLE_TITLES = {"t2w": "T2w", "adc": "ADC", "hbv": "high-b DWI"}
 

@@ -45,14 +45,14 @@ def findings_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def case_0000(prostatex_dir):
-    from LesionAILib.studies import open_dicom_study
+    from LesionAILib.studies.study import open_dicom_study
 
     return open_dicom_study(prostatex_dir / "ProstateX-0000")
 
 
 @pytest.fixture(scope="session")
 def case_0001(prostatex_dir):
-    from LesionAILib.studies import open_dicom_study
+    from LesionAILib.studies.study import open_dicom_study
 
     return open_dicom_study(prostatex_dir / "ProstateX-0001")
 
@@ -86,7 +86,7 @@ def tiny_config(train: list[str], cache_dir: str, **overrides) -> dict:
 @pytest.fixture(scope="session")
 def phantom_cohort(tmp_path_factory) -> Path:
     """Six synthetic site-A cases in the PI-CAI layout (generated once per test session)."""
-    from LesionAILib.phantom import write_cohort
+    from LesionAILib.phantom.generator import write_cohort
 
     folder = tmp_path_factory.mktemp("cohort-A")
     write_cohort(folder, 6, site="A", seed=11)
@@ -96,7 +96,7 @@ def phantom_cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_path(phantom_cohort, tmp_path_factory) -> Path:
     """A tiny two-phase model trained in seconds on the phantom cohort (for analysis/ordering tests)."""
-    from LesionAILib.training import TrainConfig, Trainer
+    from LesionAILib.training.trainer import TrainConfig, Trainer
 
     folder = tmp_path_factory.mktemp("tiny-model")
     config = TrainConfig.from_dict(

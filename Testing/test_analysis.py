@@ -11,14 +11,14 @@ import pytest
 import SimpleITK as sitk
 from conftest import ROOT
 
-from LesionAILib.analysis import Analyzer
 from LesionAILib.geometry import Grid, lps_to_ras
-from LesionAILib.reports import write_result
+from LesionAILib.inference.analyzer import Analyzer
+from LesionAILib.inference.results import write_result
 
 
 def _run(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "LesionAILib.cli", *arguments],
+        [sys.executable, "-m", "LesionAILib.cli.main", *arguments],
         capture_output=True,
         text=True,
         timeout=600,
@@ -28,7 +28,7 @@ def _run(*arguments: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def phantom_case(phantom_cohort):
-    from LesionAILib.datasets import read_cohort
+    from LesionAILib.training.cohorts import read_cohort
 
     record = next(r for r in read_cohort(phantom_cohort).cases if r.lesions)
     return record.open()

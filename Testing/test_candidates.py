@@ -7,8 +7,8 @@ import pytest
 from report_guided_annotation import extract_lesion_candidates
 from scipy import ndimage
 
-from LesionAILib.candidates import detection_map, dynamic_candidates, extract_candidates
 from LesionAILib.geometry import Grid, lps_to_ras
+from LesionAILib.inference.candidates import detection_map, dynamic_candidates, extract_candidates
 
 
 def _random_map(rng: np.random.Generator, shape=(16, 48, 48)) -> np.ndarray:

@@ -8,9 +8,9 @@ import SimpleITK as sitk
 import torch
 from conftest import tiny_config
 
-from LesionAILib.analysis import Analyzer
-from LesionAILib.augmentation import AugmentConfig, augment_batch
-from LesionAILib.training import TrainConfig, Trainer
+from LesionAILib.inference.analyzer import Analyzer
+from LesionAILib.training.augmentation import AugmentConfig, augment_batch
+from LesionAILib.training.trainer import TrainConfig, Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh)")
 
@@ -39,7 +39,7 @@ def test_cuda_training_with_mixed_precision_runs_and_learns(phantom_cohort, tmp_
     settings = tiny_config([str(phantom_cohort)], str(tmp_path / "cache"), device="cuda", phase1={"epochs": 3})
     run = tmp_path / "run"
     Trainer(TrainConfig.from_dict(settings), run).run("1")
-    from LesionAILib.jobs import read_events
+    from LesionAILib.jobs.events import read_events
 
     losses = [e["train_loss"] for e in read_events(run / "progress.jsonl") if e["event"] == "epoch"]
     assert len(losses) == 3 and all(np.isfinite(losses)) and losses[-1] < losses[0]

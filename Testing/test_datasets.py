@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import SimpleITK as sitk
 
-from LesionAILib.datasets import CropSampler, prepare_cases, read_cohort
-from LesionAILib.preprocessing import PreprocessConfig
+from LesionAILib.preprocessing.pipeline import PreprocessConfig
+from LesionAILib.training.cohorts import CropSampler, prepare_cases, read_cohort
 
 
 def _picai_copy(phantom_cohort, root):

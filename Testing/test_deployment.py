@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LesionAILib.analysis import Analyzer
-from LesionAILib.datasets import read_cohort
-from LesionAILib.deployment import LesionAnnotation, read_deployment, save_case
+from LesionAILib.adaptation.deployment import LesionAnnotation, read_deployment, save_case
+from LesionAILib.adaptation.finetuning import FinetuneSettings, finetune
+from LesionAILib.adaptation.ordering import order_by_similarity, order_by_uncertainty, similarity_scores
 from LesionAILib.errors import LesionAIError, ModelFileError
-from LesionAILib.finetuning import FinetuneSettings, finetune
-from LesionAILib.modelstore import DEMO_VERSION, ModelStore
-from LesionAILib.ordering import order_by_similarity, order_by_uncertainty, similarity_scores
-from LesionAILib.phantom import generate_case
+from LesionAILib.inference.analyzer import Analyzer
+from LesionAILib.models.store import DEMO_VERSION, ModelStore
+from LesionAILib.phantom.generator import generate_case
+from LesionAILib.training.cohorts import read_cohort
 
 
 def _save_phantom(root, index: int, site: str = "A", annotated: bool = True):
@@ -107,7 +107,7 @@ def test_uncertainty_order_is_sorted_and_keeps_its_components(phantom_cohort, ti
 
 
 def test_similarity_prefers_cases_of_the_reference_site(tmp_path, phantom_cohort, tiny_model_path):
-    from LesionAILib.phantom import write_cohort
+    from LesionAILib.phantom.generator import write_cohort
 
     other = tmp_path / "D"
     write_cohort(other, 3, site="D", seed=2)

@@ -11,8 +11,8 @@ import sys
 import torch
 from conftest import ROOT, tiny_config
 
-from LesionAILib.jobs import read_events
-from LesionAILib.modelfile import load_model
+from LesionAILib.jobs.events import read_events
+from LesionAILib.models.modelfile import load_model
 
 
 def _free_port() -> int:
@@ -33,7 +33,7 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(phantom_coh
     config = tmp_path / "config.json"
     config.write_text(json.dumps(settings))
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    train = ["-m", "LesionAILib.cli", "train", "--config", str(config)]
+    train = ["-m", "LesionAILib.cli.main", "train", "--config", str(config)]
     single = subprocess.run(
         [sys.executable, *train, "--run-dir", str(tmp_path / "single")],
         env=environment,

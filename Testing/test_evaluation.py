@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from LesionAILib.errors import LesionAIError
-from LesionAILib.evaluation import FP_PER_CASE, evaluate_arrays, evaluate_folders, read_sites_csv, write_plots
+from LesionAILib.evaluation.picai import FP_PER_CASE, evaluate_arrays, evaluate_folders, read_sites_csv, write_plots
 from LesionAILib.geometry import Grid
 
 with contextlib.redirect_stdout(io.StringIO()):

@@ -9,9 +9,16 @@ import pytest
 import torch
 
 from LesionAILib.errors import ModelFileError
-from LesionAILib.modelfile import DEMO_NOTICE, FORMAT_VERSION, ModelMetadata, load_model, read_metadata, save_model
-from LesionAILib.networks import ClassifierConfig, LesionModel, LocalizerConfig, ModelConfig
-from LesionAILib.preprocessing import PreprocessConfig
+from LesionAILib.models.modelfile import (
+    DEMO_NOTICE,
+    FORMAT_VERSION,
+    ModelMetadata,
+    load_model,
+    read_metadata,
+    save_model,
+)
+from LesionAILib.models.networks import ClassifierConfig, LesionModel, LocalizerConfig, ModelConfig
+from LesionAILib.preprocessing.pipeline import PreprocessConfig
 
 
 @pytest.fixture()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from conftest import tiny_config
 
+from LesionAILib.adaptation.multisite import MultisiteSettings, multisite_train
 from LesionAILib.errors import ConfigError
-from LesionAILib.jobs import read_events
-from LesionAILib.modelfile import load_model
-from LesionAILib.multisite import MultisiteSettings, multisite_train
-from LesionAILib.phantom import write_cohort
-from LesionAILib.training import Curriculum, TrainConfig
+from LesionAILib.jobs.events import read_events
+from LesionAILib.models.modelfile import load_model
+from LesionAILib.phantom.generator import write_cohort
+from LesionAILib.training.trainer import Curriculum, TrainConfig
 
 
 def test_curriculum_admits_in_order_and_replays_the_reference_share():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from LesionAILib.augmentation import AugmentConfig, augment_batch
 from LesionAILib.errors import ConfigError
-from LesionAILib.networks import ClassifierConfig, LesionModel, LocalizationNet, LocalizerConfig, ModelConfig
-from LesionAILib.targets import SCORE_BY_GRADE, heatmap_target
+from LesionAILib.models.networks import ClassifierConfig, LesionModel, LocalizationNet, LocalizerConfig, ModelConfig
+from LesionAILib.training.augmentation import AugmentConfig, augment_batch
+from LesionAILib.training.targets import SCORE_BY_GRADE, heatmap_target
 
 
 @pytest.mark.parametrize("variant", ["per_sequence", "fusion", "multitask"])

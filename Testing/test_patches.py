@@ -11,7 +11,8 @@ from conftest import FINDING_0000_LPS, FINDING_0001_LPS
 
 from LesionAILib.errors import StudyError
 from LesionAILib.geometry import lps_to_ras
-from LesionAILib.patches import (
+from LesionAILib.prostatex.findings import load_findings
+from LesionAILib.prostatex.patches import (
     BLOB_SIGMA_PIXELS,
     NEAREST_VOXEL_AT,
     PatchExtractor,
@@ -19,7 +20,6 @@ from LesionAILib.patches import (
     equalize_histogram,
     localization_blob,
 )
-from LesionAILib.prostatex import load_findings
 
 STORED = {"t2w": 0, "adc": 1, "hbv": 2}  # channel of each role in the dataset's inputs
 

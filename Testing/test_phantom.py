@@ -1,4 +1,4 @@
-"""Tests of LesionAILib.phantom: determinism, sites, tissue values, geometry, ground truth, difficulty and the
+"""Tests of LesionAILib.phantom.generator: determinism, sites, tissue values, geometry, ground truth, difficulty and the
 on-disk layout. One cohort of site-A cases is generated once per module and shared."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from LesionAILib import phantom
-from LesionAILib.phantom import SITES, PhantomCase, generate_case, write_cohort
+from LesionAILib.phantom import generator as phantom
+from LesionAILib.phantom.generator import SITES, PhantomCase, generate_case, write_cohort
 
 COHORT_SEED = 3
 COHORT_SIZE = 24

@@ -11,8 +11,8 @@ import torch
 from conftest import FINDING_0000_ADC_IJK, FINDING_0000_LPS, FINDING_0000_T2_IJK
 
 from LesionAILib.geometry import Grid, aligned_grid, lps_to_ras, ras_to_lps
-from LesionAILib.preprocessing import IntensityConfig, PreprocessConfig, normalise, preprocess, to_t2_grid
-from LesionAILib.resampling import field_of_view, resample_image, resample_image_with_fov, resample_sitk
+from LesionAILib.preprocessing.pipeline import IntensityConfig, PreprocessConfig, normalise, preprocess, to_t2_grid
+from LesionAILib.preprocessing.resampling import field_of_view, resample_image, resample_image_with_fov, resample_sitk
 
 
 def _rotation(angles_deg) -> np.ndarray:

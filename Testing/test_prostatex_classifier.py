@@ -9,14 +9,16 @@ import pytest
 import torch
 from conftest import FINDING_0000_LPS, TINY_MODEL
 
-from LesionAILib.analysis import Analyzer
-from LesionAILib.candidates import Candidate
-from LesionAILib.cli import main
+from LesionAILib.cli.main import main
 from LesionAILib.errors import ModelFileError
+from LesionAILib.evaluation.roc import auroc, sensitivity_at_specificity, specificity_at_sensitivity
 from LesionAILib.geometry import lps_to_ras
-from LesionAILib.modelfile import ModelMetadata, load_model, save_model
-from LesionAILib.networks import LesionModel, ModelConfig
-from LesionAILib.patch_classifier import (
+from LesionAILib.inference.analyzer import Analyzer
+from LesionAILib.inference.candidates import Candidate
+from LesionAILib.models.modelfile import ModelMetadata, load_model, save_model
+from LesionAILib.models.networks import LesionModel, ModelConfig
+from LesionAILib.preprocessing.pipeline import PreprocessConfig
+from LesionAILib.prostatex.classifier import (
     BUNDLED_CLASSIFIER,
     CLASSIFIER_NAME,
     MultiScaleNet,
@@ -28,10 +30,8 @@ from LesionAILib.patch_classifier import (
     mirror_averaged_logit,
     train_member,
 )
-from LesionAILib.point_classification import PointClassifier
-from LesionAILib.preprocessing import PreprocessConfig
-from LesionAILib.prostatex import load_findings
-from LesionAILib.roc import auroc, sensitivity_at_specificity, specificity_at_sensitivity
+from LesionAILib.prostatex.findings import load_findings
+from LesionAILib.prostatex.point_classification import PointClassifier
 
 
 @pytest.fixture(scope="module")

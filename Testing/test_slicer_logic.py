@@ -34,12 +34,12 @@ from LesionAILogic.jobs import JobRunner  # noqa: E402
 from LesionAILogic.logic import LesionAILogic  # noqa: E402
 from LesionAILogic.volumes import ijk_to_ras_of_image, ijk_to_ras_of_node  # noqa: E402
 
-from LesionAILib.analysis import Analyzer  # noqa: E402
-from LesionAILib.deployment import read_deployment  # noqa: E402
+from LesionAILib.adaptation.deployment import read_deployment  # noqa: E402
 from LesionAILib.errors import LesionAIError  # noqa: E402
-from LesionAILib.modelfile import ModelMetadata, save_model  # noqa: E402
-from LesionAILib.networks import LesionModel, ModelConfig  # noqa: E402
-from LesionAILib.preprocessing import PreprocessConfig  # noqa: E402
+from LesionAILib.inference.analyzer import Analyzer  # noqa: E402
+from LesionAILib.models.modelfile import ModelMetadata, save_model  # noqa: E402
+from LesionAILib.models.networks import LesionModel, ModelConfig  # noqa: E402
+from LesionAILib.preprocessing.pipeline import PreprocessConfig  # noqa: E402
 
 pytestmark = pytest.mark.mrml
 
@@ -376,8 +376,8 @@ def test_prefilled_annotation_copies_candidates_with_predicted_grades(logic, vol
 
 
 def test_next_case_is_the_most_uncertain_unannotated_case(logic, volumes_0000, tiny_model, tmp_path):
-    from LesionAILib.analysis import Analyzer
-    from LesionAILib.ordering import order_by_uncertainty
+    from LesionAILib.adaptation.ordering import order_by_uncertainty
+    from LesionAILib.inference.analyzer import Analyzer
 
     pool = tmp_path / "pool"
     t2, adc, hbv = volumes_0000["t2w"], volumes_0000["adc"], volumes_0000["hbv"]
@@ -402,7 +402,7 @@ def test_next_case_is_the_most_uncertain_unannotated_case(logic, volumes_0000, t
 def test_model_version_switch_and_rollback_change_the_model_analysis_uses(
     app, tmp_path, monkeypatch, volumes_0000, tiny_model
 ):
-    import LesionAILib.modelfile as modelfile
+    import LesionAILib.models.modelfile as modelfile
 
     monkeypatch.setattr(modelfile, "DEMO_MODEL", tiny_model)  # stands in for the bundled demo model
     logic = LesionAILogic(app.scene, modelStore=tmp_path / "store", workFolder=tmp_path / "jobs")
@@ -535,7 +535,7 @@ def test_finetuning_in_a_separate_process_adds_a_version_to_switch_to_and_back(a
     base = logic.addModelFile(tiny_model)
     logic.activateModelVersion(base)
     job = logic.startFinetuning(tmp_path / "site", epochs=1, classifierEpochs=1, device="cpu", python=sys.executable)
-    assert job.command[1:5] == ["-m", "LesionAILib.cli", "finetune", "--json-events"]
+    assert job.command[1:5] == ["-m", "LesionAILib.cli.main", "finetune", "--json-events"]
     assert job.command[job.command.index("--store") + 1] == str(tmp_path / "store")
     assert job.state.epochs == {1: 1, 2: 1}
     state = job.wait(timeout_s=300)
@@ -758,8 +758,8 @@ FINDING_0000_RAS = (-25.7457, -31.8707, -38.511)
 def test_classify_point_at_the_ras_finding_gives_the_engine_probability_at_the_lps_point(
     logic, volumes_0000, case_0000
 ):
-    from LesionAILib.patch_classifier import CLASSIFIER_NAME
-    from LesionAILib.point_classification import PointClassifier
+    from LesionAILib.prostatex.classifier import CLASSIFIER_NAME
+    from LesionAILib.prostatex.point_classification import PointClassifier
 
     result = logic.classifyPoint(volumes_0000, FINDING_0000_RAS)
     engine = PointClassifier().classify(case_0000, FINDING_0000_LPS)
@@ -782,7 +782,7 @@ def test_classify_point_at_the_ras_finding_gives_the_engine_probability_at_the_l
 def test_a_placed_control_point_puts_its_probability_and_model_in_the_candidate_table(app, logic, volumes_0000):
     from LesionAILogic.logic import POINT_ROW_ID_BASE
 
-    from LesionAILib.patch_classifier import CLASSIFIER_NAME
+    from LesionAILib.prostatex.classifier import CLASSIFIER_NAME
 
     t2 = volumes_0000["t2w"]
     before = logic.candidateRows(t2)

@@ -159,10 +159,10 @@ def _cmake_list(text: str, variable: str) -> list[str]:
 
 def test_cmake_lists_every_file_slicer_needs():
     text = MODULE_CMAKE.read_text(encoding="utf-8")
-    engine = sorted(p.name for p in (ROOT / "LesionAILib").glob("*.py"))
+    engine = sorted(p.relative_to(ROOT / "LesionAILib").as_posix() for p in (ROOT / "LesionAILib").rglob("*.py"))
     listed = _cmake_list(text, "ENGINE_PYTHON_SCRIPTS")
     assert sorted(listed) == engine, (
-        f"LesionAI/CMakeLists.txt ENGINE_PYTHON_SCRIPTS differs from LesionAILib/*.py: "
+        f"LesionAI/CMakeLists.txt ENGINE_PYTHON_SCRIPTS differs from LesionAILib/**/*.py: "
         f"add {sorted(set(engine) - set(listed))}, remove {sorted(set(listed) - set(engine))}"
     )
     logic = sorted(f"LesionAILogic/{p.name}" for p in LOGIC.glob("*.py"))

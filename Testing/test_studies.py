@@ -12,7 +12,7 @@ from conftest import FINDING_0000_ADC_IJK, FINDING_0000_LPS, FINDING_0000_T2_IJK
 
 from LesionAILib.errors import StudyError
 from LesionAILib.geometry import Grid
-from LesionAILib.studies import inspect_study, open_case, open_dicom_study, open_files, open_picai_case
+from LesionAILib.studies.study import inspect_study, open_case, open_dicom_study, open_files, open_picai_case
 
 T2_0000 = "4.000000-t2tsetra-00702"
 ADC_0000 = "7.000000-ep2ddifftraDYNDISTADC-48780"

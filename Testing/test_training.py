@@ -14,9 +14,9 @@ import torch
 from conftest import ROOT, tiny_config
 
 from LesionAILib.errors import ConfigError
-from LesionAILib.jobs import Cancelled, CancelToken, EventLog, read_events
-from LesionAILib.modelfile import load_model
-from LesionAILib.training import TrainConfig, Trainer, load_checkpoint, save_checkpoint
+from LesionAILib.jobs.events import Cancelled, CancelToken, EventLog, read_events
+from LesionAILib.models.modelfile import load_model
+from LesionAILib.training.trainer import TrainConfig, Trainer, load_checkpoint, save_checkpoint
 
 
 def _write_config(path: Path, config: dict) -> Path:
@@ -28,7 +28,7 @@ def _train_command(config: Path, run: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "LesionAILib.cli",
+        "LesionAILib.cli.main",
         "train",
         "--config",
         str(config),
@@ -173,7 +173,7 @@ def test_train_command_reports_a_missing_config_in_one_line(tmp_path):
         [
             sys.executable,
             "-m",
-            "LesionAILib.cli",
+            "LesionAILib.cli.main",
             "train",
             "--config",
             str(tmp_path / "none.json"),

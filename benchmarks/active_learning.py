@@ -7,7 +7,7 @@ model grid) → repeat. Site D is the phantom site furthest from A (other resolu
 ADC calibration, bias field and DWI misregistration).
 
 Strategies: ``uncertainty`` (most uncertain first under the current model: MC dropout, TTA and
-classifier entropy, :mod:`LesionAILib.ordering`), ``random``, ``similarity`` (most similar to site A
+classifier entropy, :mod:`LesionAILib.adaptation.ordering`), ``random``, ``similarity`` (most similar to site A
 first, the multi-site order) and ``first`` (the pool's own order, as cases arrive).
 
 Every fine-tune has the same budget (fixed numbers of crops and classifier samples), so strategies
@@ -35,13 +35,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import ROOT, machine, print_table  # noqa: E402
 
-from LesionAILib.analysis import Analyzer  # noqa: E402
-from LesionAILib.datasets import prepare_cases, read_cohort  # noqa: E402
-from LesionAILib.modelfile import load_model  # noqa: E402
-from LesionAILib.ordering import case_uncertainty, descriptors, similarity_scores  # noqa: E402
-from LesionAILib.phantom import write_cohort  # noqa: E402
-from LesionAILib.training import Phase1Config, Phase2Config, TrainConfig, Trainer, picai_scores  # noqa: E402
-from LesionAILib.validation import prepared_detections  # noqa: E402
+from LesionAILib.adaptation.ordering import case_uncertainty, descriptors, similarity_scores  # noqa: E402
+from LesionAILib.evaluation.validation import prepared_detections  # noqa: E402
+from LesionAILib.inference.analyzer import Analyzer  # noqa: E402
+from LesionAILib.models.modelfile import load_model  # noqa: E402
+from LesionAILib.phantom.generator import write_cohort  # noqa: E402
+from LesionAILib.training.cohorts import prepare_cases, read_cohort  # noqa: E402
+from LesionAILib.training.trainer import Phase1Config, Phase2Config, TrainConfig, Trainer, picai_scores  # noqa: E402
 
 STRATEGIES = ("uncertainty", "random", "similarity", "first")
 

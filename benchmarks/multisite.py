@@ -27,11 +27,11 @@ import numpy as np  # noqa: E402
 from active_learning import LARGE, SMOKE, Size, base_config, cohort, evaluate  # noqa: E402
 from common import ROOT, machine, print_table  # noqa: E402
 
-from LesionAILib.datasets import prepare_cases, read_cohort  # noqa: E402
-from LesionAILib.jobs import EventLog  # noqa: E402
-from LesionAILib.modelfile import load_model  # noqa: E402
-from LesionAILib.multisite import ORDERS, MultisiteSettings, multisite_train  # noqa: E402
-from LesionAILib.training import Trainer  # noqa: E402
+from LesionAILib.adaptation.multisite import ORDERS, MultisiteSettings, multisite_train  # noqa: E402
+from LesionAILib.jobs.events import EventLog  # noqa: E402
+from LesionAILib.models.modelfile import load_model  # noqa: E402
+from LesionAILib.training.cohorts import prepare_cases, read_cohort  # noqa: E402
+from LesionAILib.training.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:

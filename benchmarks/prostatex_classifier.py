@@ -5,7 +5,7 @@ significant), T2/ADC/high-b 32 × 32 patches, the dataset's patient-grouped fold
 
 Methods, same folds, everything tunable chosen inside the training folds only:
 
-* **ours** — the multi-scale CNN ensemble of :mod:`LesionAILib.patch_classifier` (5 members,
+* **ours** — the multi-scale CNN ensemble of :mod:`LesionAILib.prostatex.classifier` (5 members,
   mirror averaging); its epochs (120 or 240) by an inner patient-grouped CV over the four training
   folds. 60 epochs, also tried in the research that led here, was never chosen by the inner CV
   and is left out to save time.
@@ -15,7 +15,7 @@ Methods, same folds, everything tunable chosen inside the training folds only:
 * **plain small CNN** — T2/ADC/high-b stacked as the three channels of one 32 × 32 image, three
   convolutions, global average pooling; Adam 1e-3, 30 epochs, no augmentation.
 
-Metrics (:mod:`LesionAILib.roc`): pooled out-of-fold AUROC with a 95 % patient-bootstrap interval,
+Metrics (:mod:`LesionAILib.evaluation.roc`): pooled out-of-fold AUROC with a 95 % patient-bootstrap interval,
 mean (sd) of the per-fold AUROCs, sensitivity at 90 % specificity, specificity at 90 % sensitivity.
 
 Run: ``.venv/bin/python benchmarks/prostatex_classifier.py [--quick] [--seed S] [--save-model PATH]``
@@ -41,15 +41,15 @@ import torch.nn.functional as F  # noqa: E402
 from common import machine, print_table, require_shared  # noqa: E402
 from torch import nn  # noqa: E402
 
-from LesionAILib.patch_classifier import (  # noqa: E402
+from LesionAILib.evaluation.roc import ScoreSummary, summarise  # noqa: E402
+from LesionAILib.prostatex.classifier import (  # noqa: E402
     ClassifierMetadata,
     PatchClassifierConfig,
     TrainingSettings,
     fit_classifier,
     save_classifier,
 )
-from LesionAILib.prostatex import Findings, classifier_fit_predict, cross_validate, load_findings  # noqa: E402
-from LesionAILib.roc import ScoreSummary, summarise  # noqa: E402
+from LesionAILib.prostatex.findings import Findings, classifier_fit_predict, cross_validate, load_findings  # noqa: E402
 
 CENTRE = slice(14, 18)  # the central 4 × 4 pixels of a 32 × 32 patch
 

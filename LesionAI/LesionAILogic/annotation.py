@@ -97,13 +97,13 @@ def lesion_mask(annotation_node, t2_node) -> tuple[np.ndarray, list, list[str]]:
     Returns:
         ``(mask, lesions, skipped)``: ``mask`` ``[K, J, I]`` uint8 (0 background, 1..n lesions, a
         later segment wins where two overlap), ``lesions`` one
-        :class:`~LesionAILib.deployment.LesionAnnotation` per lesion with ids 1..n, ``skipped`` the names of
+        :class:`~LesionAILib.adaptation.deployment.LesionAnnotation` per lesion with ids 1..n, ``skipped`` the names of
         empty segments (nothing painted: not a lesion).
 
     Raises:
         LesionAIError: a painted segment has no grade, or is entirely covered by later segments.
     """
-    from LesionAILib.deployment import LesionAnnotation  # the deployment module needs torch: load it on use
+    from LesionAILib.adaptation.deployment import LesionAnnotation  # the deployment module needs torch: load it on use
 
     segmentation = annotation_node.GetSegmentation()
     dimensions = tuple(reversed(t2_node.GetImageData().GetDimensions()))

@@ -49,7 +49,7 @@ GRADE_TAG = "LesionAI.GradeGroup"
 
 
 def candidate_row(candidate, model_name: str) -> dict:
-    """One table row (column name → value) for an engine :class:`~LesionAILib.candidates.Candidate`."""
+    """One table row (column name → value) for an engine :class:`~LesionAILib.inference.candidates.Candidate`."""
     r, a, s = (float(v) for v in candidate.center_ras_mm)
     return {
         "id": int(candidate.candidate_id),

@@ -1,6 +1,6 @@
 """Long jobs in a separate process, followed without threads: start, poll, cancel.
 
-A :class:`JobRunner` starts a command (usually ``python -m LesionAILib.cli finetune ... --json-events``
+A :class:`JobRunner` starts a command (usually ``python -m LesionAILib.cli.main finetune ... --json-events``
 or ``python -m LesionAILogic.worker analyze ...``) with its stdout redirected to
 ``<work folder>/events.jsonl`` and its stderr to ``stderr.log``. :meth:`JobRunner.poll` reads the
 lines written since the last call, parses the complete JSON lines into :class:`JobState`, and
@@ -12,7 +12,7 @@ macOS and Windows and cannot dead-lock on a full pipe.
 into a clean cancel at the next step, leaving their previous state intact; TerminateProcess on
 Windows) and kills it if it is still running ``grace_s`` seconds later (checked by ``poll``).
 
-Events are those of :class:`LesionAILib.jobs.EventLog`: ``{"event": "progress", "stage" | "phase",
+Events are those of :class:`LesionAILib.jobs.events.EventLog`: ``{"event": "progress", "stage" | "phase",
 "epoch", "done", "total", "loss"}``, ``{"event": "epoch", "phase", "epoch", "train_loss",
 "val_score", ...}``, ``{"event": "validation", "model", "score", ...}`` and a job-specific final
 event (``"finetuned"``, ``"analysis_done"``, ``"next_case"``) whose fields become

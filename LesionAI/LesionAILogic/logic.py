@@ -18,7 +18,7 @@ In Slicer::
     analysis.caseScore, analysis.modelName, logic.candidateRows(volumes["t2w"])
 
 Point and classify: :meth:`classifyPoint` scores a RAS point with the ProstateX-trained patch
-classifier (:mod:`LesionAILib.point_classification`), and :meth:`classifyControlPoint` does it for a
+classifier (:mod:`LesionAILib.prostatex.point_classification`), and :meth:`classifyControlPoint` does it for a
 markups control point and puts its probability, with the model's name, into the T2's candidate table
 (row id ``POINT_ROW_ID_BASE + control point number``; no grade, volume or peak)::
 
@@ -50,7 +50,7 @@ import slicer
 
 from LesionAILib.errors import LesionAIError
 from LesionAILib.geometry import Grid
-from LesionAILib.studies import ROLE_NAMES, ROLES, Case, SeriesSource, make_case, open_case, open_files
+from LesionAILib.studies.study import ROLE_NAMES, ROLES, Case, SeriesSource, make_case, open_case, open_files
 
 from . import annotation, candidates, display, volumes, worker
 from .jobs import JobRunner, python_executable
@@ -88,10 +88,10 @@ class SceneAnalysis:
         heatmap: scalar volume node, combined lesion heatmap (0–1) on exactly the T2 node's geometry.
         table: candidate table node (columns in :mod:`LesionAILogic.candidates`).
         candidateSegmentation: segmentation node, one outlined segment per candidate.
-        candidates: the engine's :class:`~LesionAILib.candidates.Candidate` list (LPS and RAS mm).
+        candidates: the engine's :class:`~LesionAILib.inference.candidates.Candidate` list (LPS and RAS mm).
         caseScore: highest candidate probability (0–1); modelName/modelNotice: which model, and its notice.
         isDemoModel: the model was trained on synthetic data only (not for clinical use).
-        result: the engine's :class:`~LesionAILib.analysis.Result` when analysed in this process.
+        result: the engine's :class:`~LesionAILib.inference.analyzer.Result` when analysed in this process.
     """
 
     heatmap: object
@@ -237,7 +237,7 @@ class LesionAILogic:
         return chosen
 
     def caseFromNodes(self, t2, adc, hbv) -> Case:
-        """An engine :class:`~LesionAILib.studies.Case` from three volume nodes (exact geometry, RAS→LPS).
+        """An engine :class:`~LesionAILib.studies.study.Case` from three volume nodes (exact geometry, RAS→LPS).
 
         Raises :class:`LesionAIError` for a missing role, the same volume in two roles, a non-scalar
         volume, or sequences that cannot belong together (e.g. an ADC far from the T2).
@@ -280,8 +280,8 @@ class LesionAILogic:
     # ================================================================== models
     @property
     def modelStore(self):
-        """The :class:`LesionAILib.modelstore.ModelStore` this logic uses."""
-        from LesionAILib.modelstore import ModelStore
+        """The :class:`LesionAILib.models.store.ModelStore` this logic uses."""
+        from LesionAILib.models.store import ModelStore
 
         return ModelStore(self._modelStoreFolder)
 
@@ -327,7 +327,7 @@ class LesionAILogic:
         return path
 
     def _analyzerFor(self, model, device: str):
-        from LesionAILib.analysis import Analyzer
+        from LesionAILib.inference.analyzer import Analyzer
 
         path = self._modelPath(model)
         key = (str(path), path.stat().st_mtime if path.exists() else None, device)
@@ -355,7 +355,7 @@ class LesionAILogic:
             progress: ``progress(stage, fraction 0–1)`` after each analysis stage.
             show: T2 as background and the heatmap as foreground in every slice view.
         """
-        from LesionAILib.modelfile import DEMO_NOTICE
+        from LesionAILib.models.modelfile import DEMO_NOTICE
 
         case = self.caseFromNodes(t2, adc, hbv)
         analyzer = self._analyzerFor(model, device)
@@ -398,7 +398,7 @@ class LesionAILogic:
 
     def loadAnalysisResult(self, resultFolder: str | Path, t2, show: bool = True) -> SceneAnalysis:
         """Put what a worker analysis wrote (``heatmap.nrrd``, ``candidates.nrrd``, ``result.json``) into the scene."""
-        from LesionAILib.candidates import Candidate
+        from LesionAILib.inference.candidates import Candidate
 
         folder = Path(resultFolder)
         try:
@@ -470,8 +470,8 @@ class LesionAILogic:
 
     # ================================================================== point and classify
     def _pointClassifierFor(self, model):
-        from LesionAILib.patch_classifier import bundled_classifier_path
-        from LesionAILib.point_classification import PointClassifier
+        from LesionAILib.prostatex.classifier import bundled_classifier_path
+        from LesionAILib.prostatex.point_classification import PointClassifier
 
         path = Path(model) if model is not None else bundled_classifier_path()
         key = (str(path), path.stat().st_mtime if path.exists() else None)
@@ -481,7 +481,7 @@ class LesionAILogic:
 
     def _extractorFor(self, t2, adc, hbv):
         """A patch extractor of the three volumes, reused while their voxels and geometry stay the same."""
-        from LesionAILib.patches import PatchExtractor
+        from LesionAILib.prostatex.patches import PatchExtractor
 
         nodes = (t2, adc, hbv)
         key = None  # a missing volume: caseFromNodes says which
@@ -510,7 +510,7 @@ class LesionAILogic:
             zone: ``"PZ"``, ``"TZ"``, ``"AS"``, ``"SV"`` or ``None`` (unknown: averaged over the zones).
 
         Returns:
-            :class:`LesionAILib.point_classification.PointClassification` (``probability``,
+            :class:`LesionAILib.prostatex.point_classification.PointClassification` (``probability``,
             ``model_name``, ``intended_use``, the ``patches`` with the point in LPS and RAS). Raises
             :class:`LesionAIError` (one line) for a missing volume or a point outside a volume.
         """
@@ -669,7 +669,7 @@ class LesionAILogic:
         the lesion mask is exported on exactly the T2 grid. ``segmentationNode=None`` adds the case
         unannotated (to the pool that :meth:`nextCaseToAnnotate` orders). Returns the case folder.
         """
-        from LesionAILib.deployment import save_case
+        from LesionAILib.adaptation.deployment import save_case
 
         case = self.caseFromNodes(t2, adc, hbv)
         mask_image, lesions = None, None
@@ -697,7 +697,7 @@ class LesionAILogic:
 
     def datasetSummary(self, datasetFolder: str | Path) -> dict:
         """Counts of a deployment dataset (cases, annotated, unannotated, lesions, csPCa lesions) and its problems."""
-        from LesionAILib.deployment import read_deployment
+        from LesionAILib.adaptation.deployment import read_deployment
 
         dataset = read_deployment(datasetFolder)
         return {**dataset.summary(), "problem_list": list(dataset.problems)}
@@ -706,8 +706,8 @@ class LesionAILogic:
         self, poolFolder: str | Path, model: str | Path | None = None, device: str = "auto", samples: int = 8
     ) -> str | None:
         """The unannotated case of a deployment dataset the model is least sure about (``None`` if none left)."""
-        from LesionAILib.deployment import read_deployment
-        from LesionAILib.ordering import order_by_uncertainty
+        from LesionAILib.adaptation.deployment import read_deployment
+        from LesionAILib.adaptation.ordering import order_by_uncertainty
 
         pool = read_deployment(poolFolder).unannotated
         if not pool:
@@ -751,7 +751,7 @@ class LesionAILogic:
         "validation_before", "validation_after", ...}``. ``job.cancel()`` stops it, leaving the
         store unchanged; rerunning with the same ``runFolder`` resumes.
         """
-        command = [python or python_executable(), "-m", "LesionAILib.cli", "finetune", "--json-events"]
+        command = [python or python_executable(), "-m", "LesionAILib.cli.main", "finetune", "--json-events"]
         command += ["--dataset", str(datasetFolder), "--store", str(self.modelStore.root), "--device", device]
         command += ["--epochs", str(int(epochs)), "--classifier-epochs", str(int(classifierEpochs))]
         if runFolder:

@@ -1,7 +1,7 @@
 """Decide which loaded volume is the T2, the ADC map and the high-b DWI, from names, attributes and geometry.
 
 For volumes LesionAI loaded itself the role is recorded on the node (:data:`ROLE_ATTRIBUTE`, set from
-the engine's DICOM rules in :mod:`LesionAILib.studies`) and wins. For other volumes (Slicer's DICOM
+the engine's DICOM rules in :mod:`LesionAILib.studies.study`) and wins. For other volumes (Slicer's DICOM
 browser names them ``"<series number>: <description>"``, files are named as the user chose) the
 role is guessed from the name and the ``DICOM.SeriesDescription`` attribute:
 
@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from LesionAILib.errors import LesionAIError
-from LesionAILib.studies import ADC_PATTERN as _ADC
-from LesionAILib.studies import DWI_PATTERN as _DWI
-from LesionAILib.studies import LOCALIZER_PATTERN as _LOCALIZER
-from LesionAILib.studies import ROLE_NAMES, ROLES
-from LesionAILib.studies import T2_PATTERN as _T2
+from LesionAILib.studies.study import ADC_PATTERN as _ADC
+from LesionAILib.studies.study import DWI_PATTERN as _DWI
+from LesionAILib.studies.study import LOCALIZER_PATTERN as _LOCALIZER
+from LesionAILib.studies.study import ROLE_NAMES, ROLES
+from LesionAILib.studies.study import T2_PATTERN as _T2
 
 from .volumes import ijk_to_ras_of_node
 

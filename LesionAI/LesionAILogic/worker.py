@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from LesionAILib.errors import LesionAIError
-from LesionAILib.jobs import EventLog
+from LesionAILib.jobs.events import EventLog
 
 EXIT_USER_ERROR = 2
 HEATMAP_FILE = "heatmap.nrrd"
@@ -40,10 +40,10 @@ RESULT_FILE = "result.json"
 
 
 def _analyze(args, events: EventLog) -> None:
-    from LesionAILib.analysis import Analyzer
-    from LesionAILib.io_utils import write_image_atomic, write_json_atomic
-    from LesionAILib.modelfile import DEMO_NOTICE
-    from LesionAILib.studies import open_files
+    from LesionAILib.atomic_io import write_image_atomic, write_json_atomic
+    from LesionAILib.inference.analyzer import Analyzer
+    from LesionAILib.models.modelfile import DEMO_NOTICE
+    from LesionAILib.studies.study import open_files
 
     def progress(stage: str, done: float) -> None:
         events.emit("progress", stage=stage, done=int(round(100 * done)), total=100)
@@ -75,9 +75,9 @@ def _analyze(args, events: EventLog) -> None:
 
 
 def _next_case(args, events: EventLog) -> None:
-    from LesionAILib.analysis import Analyzer
-    from LesionAILib.deployment import read_deployment
-    from LesionAILib.ordering import order_by_uncertainty
+    from LesionAILib.adaptation.deployment import read_deployment
+    from LesionAILib.adaptation.ordering import order_by_uncertainty
+    from LesionAILib.inference.analyzer import Analyzer
 
     pool = read_deployment(args.dataset).unannotated
     if not pool:

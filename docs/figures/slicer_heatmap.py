@@ -43,13 +43,13 @@ def main() -> None:
     from LesionAILogic.logic import LesionAILogic
     from trame_slicer.core import SlicerApp
 
-    from LesionAILib.modelfile import bundled_model_path
+    from LesionAILib.models.modelfile import bundled_model_path
 
     app = SlicerApp()
     logic = LesionAILogic(app.scene, app.segmentations_logic)
     view = offscreen.create_slice_view(app, "Axial", size=(720, 720))
     if args.phantom is not None:
-        from LesionAILib.phantom import generate_case
+        from LesionAILib.phantom.generator import generate_case
 
         phantom = generate_case(seed=args.phantom, site="A", index=0)
         volumes = {

@@ -1,0 +1,2 @@
+"""The lesionai command line: one module per command group.
+"""

@@ -1,0 +1,2 @@
+"""Evaluation: picai-eval lesion/case metrics, plots, ROC and bootstrap helpers, model validation.
+"""

@@ -1,0 +1,674 @@
+"""Lesion- and case-level evaluation of csPCa detection maps, with PI-CAI's definitions.
+
+The metric engine is ``picai_eval`` (the PI-CAI challenge's reference evaluation): candidate
+matching is its ``evaluate_case`` and every number comes from its ``Metrics`` object, so our
+point estimates are identical to ``picai_eval.evaluate``'s. This module reads and checks the
+inputs, adds per-site breakdowns and bootstrap intervals, and writes JSON, tables and plots.
+
+Inputs (PI-CAI conventions):
+
+* **detection map** — [Z, Y, X] float, values in [0, 1], on the same grid as its label: zero
+  background and one constant value per lesion candidate (a connected blob, 26-connectivity),
+  that value being the candidate's likelihood of csPCa. A probability (softmax) map is not a
+  detection map; extract candidates first (e.g.
+  ``report_guided_annotation.extract_lesion_candidates``).
+* **label** — [Z, Y, X] csPCa annotation; any value > 0 is lesion (PI-CAI labels may carry the
+  ISUP grade 2–5 per voxel). Each connected component (26-connectivity) is one lesion.
+
+Definitions (as in picai_eval's README; ``min_overlap`` = 0.10 unless changed):
+
+* **hit** — a candidate and a lesion match when their Intersection over Union is at least
+  ``min_overlap``; within a case, candidates and lesions are paired one-to-one by Hungarian
+  matching (most matches first, then most overlap). A matched candidate is a true positive at its
+  value; an unmatched lesion is a false negative at confidence 0; a candidate that overlaps no
+  lesion by ``min_overlap`` is a false positive. A second candidate on an already-matched lesion
+  (overlap ≥ ``min_overlap``) is neither: picai_eval ignores it.
+* **AP** — lesion-level average precision: area under the precision-recall curve of all
+  candidates and lesions pooled over the cases (step integral, precision 0 at the false negatives'
+  confidence 0).
+* **AUROC** — case-level area under the ROC curve: a case is positive when its label holds at
+  least one lesion, and its score is the maximum of its detection map (0 when empty).
+* **score** — the PI-CAI ranking score, (AUROC + AP) / 2.
+* **FROC sensitivity at x** — lesion-level sensitivity at the lowest candidate threshold whose
+  false positives per case stay at or below x (picai_eval's ``Metrics.lesion_TPR_at_FPR``: the
+  FROC step curve read at x, not interpolated between thresholds, since no threshold reaches an
+  interpolated point). Reported at 0.25, 0.5, 1 and 2 false positives per case.
+* **95% CI** — percentile bootstrap over cases: cases are drawn with replacement (``bootstrap``
+  times, fixed seed, the same draws as picai_eval's ``Metrics.bootstrap_score_ci``) and AP and AUROC
+  are recomputed by picai_eval's ``Metrics.calc_AP`` / ``Metrics.calc_auroc`` from the per-case
+  matching results (matching is not rerun). Resamples in which a metric is undefined (no lesion
+  for AP; no positive or no negative case for AUROC) are left out of that metric's interval.
+
+AUROC is undefined (``None``) without both positive and negative cases, AP and FROC sensitivity
+without lesions; picai_eval itself returns NaN, 0 or an exception there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import SimpleITK as sitk
+
+from LesionAILib.atomic_io import write_json_atomic
+from LesionAILib.errors import LesionAIError
+from LesionAILib.geometry import Grid
+from LesionAILib.rendering import save_figure
+from LesionAILib.studies.study import IMAGE_SUFFIXES, read_image_file
+
+with contextlib.redirect_stdout(io.StringIO()):  # picai_eval prints a banner on import
+    from picai_eval.eval import evaluate_case
+    from picai_eval.metrics import Metrics
+
+FP_PER_CASE = (0.25, 0.5, 1.0, 2.0)
+CI_METRICS = ("auroc", "ap", "score")
+Progress = Callable[[int, int], None]
+
+
+def definitions(min_overlap: float = 0.10, bootstrap: int = 1000, seed: int = 0) -> dict[str, str]:
+    """One sentence per reported quantity, for reports and JSON files."""
+    return {
+        "hit": (
+            f"a candidate matches a lesion when their IoU is at least {min_overlap:g}; candidates and lesions of a "
+            "case are paired one-to-one by Hungarian matching; unmatched lesions are false negatives (confidence 0), "
+            "candidates overlapping no lesion enough are false positives, and a second candidate on a matched lesion "
+            "is ignored (picai_eval)"
+        ),
+        "ap": "lesion-level average precision: area under the precision-recall curve of all candidates pooled over "
+        "cases",
+        "auroc": "case-level area under the ROC curve; a case is positive when its label has a lesion, and its score "
+        "is the maximum of its detection map",
+        "score": "PI-CAI ranking score, (AUROC + AP) / 2",
+        "froc_sensitivity": "lesion-level sensitivity at the lowest threshold with at most x false positives per "
+        "case (FROC step curve, picai_eval's lesion_TPR_at_FPR)",
+        "ci95": f"95% percentile bootstrap interval over cases ({bootstrap} resamples, seed {seed}); AP and AUROC "
+        "recomputed with picai_eval from the per-case matching results; resamples where a metric is undefined are "
+        "left out",
+        "num_lesions": "connected components (26-connectivity) of the labels (value > 0)",
+        "num_candidates": "candidates counted by picai_eval: true positives + false positives",
+    }
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class DetectionMetrics:
+    """PI-CAI metrics of one group of cases (all cases, or one site's).
+
+    ``auroc``, ``ap``, ``score`` and ``froc_sensitivity`` values are ``None`` where undefined
+    (see the module docstring). ``ci95`` maps "auroc", "ap", "score" to (low, high) or ``None``.
+    ``picai_metrics`` is picai_eval's own ``Metrics`` object for these cases (curves, per-case results).
+    """
+
+    auroc: float | None
+    ap: float | None
+    score: float | None
+    froc_sensitivity: dict[float, float | None]
+    num_cases: int
+    num_positive_cases: int
+    num_lesions: int
+    num_candidates: int
+    ci95: dict[str, tuple[float, float] | None]
+    picai_metrics: Metrics = field(repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "auroc": self.auroc,
+            "ap": self.ap,
+            "score": self.score,
+            "froc_sensitivity": {f"{x:g}": value for x, value in self.froc_sensitivity.items()},
+            "num_cases": self.num_cases,
+            "num_positive_cases": self.num_positive_cases,
+            "num_lesions": self.num_lesions,
+            "num_candidates": self.num_candidates,
+            "ci95": {name: None if ci is None else list(ci) for name, ci in self.ci95.items()},
+        }
+
+
+@dataclass
+class EvaluationResult(DetectionMetrics):
+    """Metrics over all cases, per site, and how they were obtained.
+
+    ``to_dict()`` is what the JSON file holds: the overall metrics at top level, ``per_site``,
+    ``definitions``, ``warnings``, the settings, and ``cases`` (per case: site, target, case score
+    and picai_eval's lesion results ``[is_lesion, confidence, overlap]``).
+    """
+
+    per_site: dict[str, DetectionMetrics] = field(default_factory=dict)
+    sites: dict[str, str] | None = None
+    warnings: list[str] = field(default_factory=list)
+    bootstrap: int = 0
+    seed: int = 0
+    min_overlap: float = 0.10
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        metrics = self.picai_metrics
+        cases = {
+            case_id: {
+                "site": None if self.sites is None else self.sites[case_id],
+                "target": int(metrics.case_target[case_id]),
+                "confidence": float(metrics.case_pred[case_id]),
+                "lesions": [[int(t), float(c), float(o)] for t, c, o in metrics.lesion_results[case_id]],
+            }
+            for case_id in metrics.subject_list
+        }
+        return {
+            **super().to_dict(),
+            "per_site": {site: group.to_dict() for site, group in self.per_site.items()},
+            "definitions": definitions(self.min_overlap, self.bootstrap, self.seed),
+            "warnings": list(self.warnings),
+            "settings": {
+                "min_overlap": self.min_overlap,
+                "overlap": "IoU",
+                "bootstrap_resamples": self.bootstrap,
+                "seed": self.seed,
+                "engine": f"picai_eval {metrics.version}",
+                **self.sources,
+            },
+            "cases": cases,
+        }
+
+    def table(self) -> str:
+        """The metrics as a plain-text table: one row for all cases, one per site."""
+        head = ["group", "cases", "pos", "lesions", "cand", "AUROC [95% CI]", "AP [95% CI]", "score [95% CI]"]
+        head += [f"sens@{x:g}FP" for x in FP_PER_CASE]
+        rows = [("all", self)] + [(f"site {site}", group) for site, group in self.per_site.items()]
+        body = []
+        for name, group in rows:
+            cells = [name, group.num_cases, group.num_positive_cases, group.num_lesions, group.num_candidates]
+            cells += [_with_ci(getattr(group, metric), group.ci95.get(metric)) for metric in CI_METRICS]
+            cells += [_number(group.froc_sensitivity[x]) for x in FP_PER_CASE]
+            body.append([str(cell) for cell in cells])
+        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+        lines = [f"PI-CAI evaluation (picai_eval; hit = IoU >= {self.min_overlap:g})"]
+        lines += [f"{role}: {path}" for role, path in self.sources.items()]
+        for row in [head, *body]:
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        lines += [f"warning: {text}" for text in self.warnings]
+        return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _with_ci(value: float | None, ci: tuple[float, float] | None) -> str:
+    return _number(value) if ci is None else f"{_number(value)} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+# --------------------------------------------------------------------------- input checks
+def _detection_map(array: np.ndarray, source: str) -> np.ndarray:
+    """Check a detection map: 3D, finite, values in [0, 1]."""
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise LesionAIError(f"detection map is {array.ndim}D with shape {array.shape}; need [Z, Y, X]", source)
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
+        raise LesionAIError(f"detection map has non-numeric type {array.dtype}", source)
+    if not np.all(np.isfinite(array)):
+        raise LesionAIError("detection map contains NaN or infinite values", source)
+    low, high = float(array.min()), float(array.max())
+    if low < 0.0 or high > 1.0:
+        raise LesionAIError(
+            f"detection map values must lie in [0, 1], found [{low:.4g}, {high:.4g}]",
+            source,
+            "scale the candidate scores into [0, 1] (e.g. divide percentages by 100, or apply a sigmoid to logits)",
+        )
+    return array
+
+
+def _binary_label(array: np.ndarray, source: str) -> np.ndarray:
+    """Check a label (3D, finite, non-negative) and binarise it: lesion where > 0."""
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise LesionAIError(f"label is {array.ndim}D with shape {array.shape}; need [Z, Y, X]", source)
+    if not np.all(np.isfinite(array)):
+        raise LesionAIError("label contains NaN or infinite values", source)
+    if array.min() < 0:
+        raise LesionAIError(f"label has negative values (min {array.min()})", source, "use 0 for background")
+    return (array > 0).astype(np.uint8)
+
+
+def _same_shape(detection_map: np.ndarray, label: np.ndarray, source: str) -> None:
+    if detection_map.shape != label.shape:
+        raise LesionAIError(
+            f"detection map shape {detection_map.shape} differs from its label's {label.shape} (Z, Y, X)",
+            source,
+            "detection maps must be on the label grid",
+        )
+
+
+def _describe(grid: Grid) -> str:
+    spacing = ", ".join(f"{s:g}" for s in grid.spacing)
+    origin = ", ".join(f"{o:.3f}" for o in grid.origin)
+    return f"shape {grid.shape}, spacing ({spacing}) mm, origin ({origin})"
+
+
+# --------------------------------------------------------------------------- files
+@dataclass(frozen=True)
+class CaseFiles:
+    """A label and its detection map (``None`` when missing and ``allow_missing`` was given)."""
+
+    case_id: str
+    detection_map: Path | None
+    label: Path
+
+
+def _images_by_stem(folder: Path, role: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise LesionAIError(f"{role} folder does not exist", folder)
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), None)
+        if suffix is None or path.name.startswith(".") or not path.is_file():
+            continue
+        stem = path.name[: -len(suffix)]
+        if stem in found:
+            raise LesionAIError(f"two {role} files for case {stem}: also {found[stem].name}", path, "keep one")
+        found[stem] = path
+    return found
+
+
+def pair_case_files(pred_dir: str | Path, label_dir: str | Path, allow_missing: bool = False) -> list[CaseFiles]:
+    """Pair detection maps and labels by file stem (``<case>.nii.gz``, ``.nii``, ``.mha``, ``.nrrd``, ...).
+
+    A detection map without a label is an error (it cannot be scored). A label without a detection
+    map is an error too, unless ``allow_missing``: then it is scored as an empty detection map
+    (its lesions count as missed, the case score is 0).
+    """
+    pred_dir, label_dir = Path(pred_dir), Path(label_dir)
+    predictions = _images_by_stem(pred_dir, "detection map")
+    labels = _images_by_stem(label_dir, "label")
+    unlabelled = [path for stem, path in predictions.items() if stem not in labels]
+    if unlabelled:
+        more = f" (and {len(unlabelled) - 1} more)" if len(unlabelled) > 1 else ""
+        raise LesionAIError(
+            f"detection map has no label of the same name in {label_dir}{more}",
+            unlabelled[0],
+            "add the label, or move the detection map out of the folder",
+        )
+    missing = [path for stem, path in labels.items() if stem not in predictions]
+    if missing and not allow_missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise LesionAIError(
+            f"label has no detection map of the same name in {pred_dir}{more}",
+            missing[0],
+            "add it, or pass allow_missing=True (--allow-missing) to score missing detection maps as empty",
+        )
+    if not labels:
+        raise LesionAIError("no label files (.nii.gz, .nii, .mha, .nrrd) found", label_dir)
+    return [CaseFiles(stem, predictions.get(stem), path) for stem, path in labels.items()]
+
+
+def _read_case(case: CaseFiles, tolerance_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    label_image = read_image_file(case.label, "label")
+    label = _binary_label(sitk.GetArrayViewFromImage(label_image), str(case.label))
+    if case.detection_map is None:
+        return np.zeros(label.shape, dtype=np.float32), label
+    detection_image = read_image_file(case.detection_map, "detection map")
+    label_grid, detection_grid = Grid.from_image(label_image), Grid.from_image(detection_image)
+    if not detection_grid.same_as(label_grid, tolerance_mm):
+        raise LesionAIError(
+            f"detection map grid ({_describe(detection_grid)}) differs from its label {case.label} "
+            f"({_describe(label_grid)})",
+            case.detection_map,
+            "write detection maps on the label grid; nothing is resampled here",
+        )
+    detection_map = _detection_map(sitk.GetArrayFromImage(detection_image), str(case.detection_map))
+    return detection_map, label
+
+
+def read_sites_csv(path: str | Path) -> dict[str, str]:
+    """Case → site from a CSV with columns ``case_id,site``, or a PI-CAI marksheet.
+
+    A PI-CAI marksheet (columns ``patient_id``, ``study_id``, ``center``) gives the case id
+    ``<patient_id>_<study_id>`` and the site ``center``.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise LesionAIError(f"cannot read the site list ({error.strerror})", path) from None
+    columns = {name.strip().lower(): name for name in (rows[0].keys() if rows else []) if name}
+    if {"case_id", "site"} <= columns.keys():
+        pairs = [(row[columns["case_id"]], row[columns["site"]]) for row in rows]
+    elif {"patient_id", "study_id", "center"} <= columns.keys():
+        pairs = [(f"{row[columns['patient_id']]}_{row[columns['study_id']]}", row[columns["center"]]) for row in rows]
+    else:
+        raise LesionAIError(
+            f"site list needs columns case_id,site (or a PI-CAI marksheet's patient_id,study_id,center); "
+            f"found {sorted(columns) or 'none'}",
+            path,
+        )
+    sites: dict[str, str] = {}
+    for line, (case_id, site) in enumerate(pairs, start=2):
+        case_id, site = (case_id or "").strip(), (site or "").strip()
+        if not case_id or not site:
+            raise LesionAIError(f"line {line}: empty case id or site", path)
+        if sites.get(case_id, site) != site:
+            raise LesionAIError(f"line {line}: case {case_id} is at both {sites[case_id]} and {site}", path)
+        sites[case_id] = site
+    return sites
+
+
+# --------------------------------------------------------------------------- computation
+def _match_cases(
+    cases: Iterable[tuple[str, np.ndarray, np.ndarray, str]],
+    min_overlap: float,
+    total: int,
+    progress: Progress | None,
+) -> Metrics:
+    """picai_eval's candidate matching, one case at a time, collected into picai_eval's ``Metrics``.
+
+    Equivalent to ``picai_eval.evaluate(..., num_parallel_calls=1)`` (which calls ``evaluate_case``
+    per case and builds ``Metrics`` the same way), but loads one case at a time and names the
+    file of a detection map picai_eval rejects.
+    """
+    lesion_results, case_pred = {}, {}
+    for done, (case_id, detection_map, label, source) in enumerate(cases, start=1):
+        try:
+            lesion_results[case_id], case_pred[case_id], _, _ = evaluate_case(
+                y_det=detection_map, y_true=label, min_overlap=min_overlap
+            )
+        except ValueError:
+            raise LesionAIError(
+                "not a detection map: picai_eval needs one constant value per separate candidate blob, and found "
+                "more distinct values than blobs (touching candidates, or a probability map?)",
+                source,
+                "extract candidates first, e.g. report_guided_annotation.extract_lesion_candidates",
+            ) from None
+        if progress is not None:
+            progress(done, total)
+    if not lesion_results:
+        raise LesionAIError("no cases to evaluate")
+    return Metrics(lesion_results=lesion_results, case_pred=case_pred)
+
+
+def _bootstrap(metrics: Metrics, resamples: int, seed: int) -> tuple[dict[str, tuple[float, float] | None], dict]:
+    """Percentile 95% intervals of AUROC, AP and score, and how many resamples each one used."""
+    rng = np.random.default_rng(seed)
+    subjects = metrics.subject_list
+    values: dict[str, list[float]] = {name: [] for name in CI_METRICS}
+    for _ in range(resamples):
+        sample = rng.choice(subjects, size=len(subjects), replace=True)
+        positives = sum(metrics.case_target[case_id] for case_id in sample)
+        auroc = metrics.calc_auroc(subject_list=sample) if 0 < positives < len(sample) else None
+        ap = metrics.calc_AP(subject_list=sample) if positives > 0 else None
+        for name, value in (("auroc", auroc), ("ap", ap)):
+            if value is not None:
+                values[name].append(value)
+        if auroc is not None and ap is not None:
+            values["score"].append((auroc + ap) / 2)
+    intervals = {
+        name: (float(np.percentile(found, 2.5)), float(np.percentile(found, 97.5))) if found else None
+        for name, found in values.items()
+    }
+    return intervals, {name: len(found) for name, found in values.items()}
+
+
+def _summarise(metrics: Metrics, resamples: int, seed: int) -> tuple[DetectionMetrics, list[str]]:
+    """DetectionMetrics of one group, plus notes on what could not be computed."""
+    num_cases = metrics.num_cases
+    positives = int(sum(metrics.case_target.values()))
+    num_lesions = int(metrics.num_lesions)
+    candidates = sum(1 for _, confidence, _ in metrics.lesion_results_flat if confidence > 0)
+    auroc = float(metrics.auroc) if 0 < positives < num_cases else None
+    ap = float(metrics.AP) if num_lesions > 0 else None
+    score = float(metrics.score) if auroc is not None and ap is not None else None
+    froc = {x: float(metrics.lesion_TPR_at_FPR(x)) if num_lesions > 0 else None for x in FP_PER_CASE}
+    notes = []
+    if auroc is None:
+        notes.append(f"AUROC and score undefined: {positives} of {num_cases} cases are positive")
+    if ap is None:
+        notes.append("AP and FROC sensitivity undefined: no lesions in the labels")
+    ci95: dict[str, tuple[float, float] | None] = dict.fromkeys(CI_METRICS)
+    defined = [name for name, value in (("auroc", auroc), ("ap", ap), ("score", score)) if value is not None]
+    if resamples > 0 and defined:
+        intervals, used = _bootstrap(metrics, resamples, seed)
+        ci95.update({name: intervals[name] for name in defined})
+        dropped = [f"{name} {resamples - used[name]}" for name in defined if used[name] < resamples]
+        if dropped:
+            notes.append(
+                f"bootstrap resamples left out (metric undefined in them) of {resamples}: {', '.join(dropped)}"
+            )
+    group = DetectionMetrics(
+        auroc=auroc,
+        ap=ap,
+        score=score,
+        froc_sensitivity=froc,
+        num_cases=num_cases,
+        num_positive_cases=positives,
+        num_lesions=num_lesions,
+        num_candidates=candidates,
+        ci95=ci95,
+        picai_metrics=metrics,
+    )
+    return group, notes
+
+
+def _site_metrics(metrics: Metrics, case_ids: Sequence[str]) -> Metrics:
+    """picai_eval ``Metrics`` of a subset of cases, from the per-case results (no re-matching)."""
+    return Metrics(
+        lesion_results={case_id: metrics.lesion_results[case_id] for case_id in case_ids},
+        case_target={case_id: metrics.case_target[case_id] for case_id in case_ids},
+        case_pred={case_id: metrics.case_pred[case_id] for case_id in case_ids},
+    )
+
+
+def _checked_sites(sites: Mapping[str, str] | str | Path | None, case_ids: Sequence[str]) -> dict[str, str] | None:
+    if sites is None:
+        return None
+    source = sites if isinstance(sites, (str, Path)) else None
+    mapping = read_sites_csv(sites) if source is not None else {str(k): str(v) for k, v in sites.items()}
+    missing = [case_id for case_id in case_ids if case_id not in mapping]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise LesionAIError(
+            f"{len(missing)} case(s) have no site: {shown}", source, "add them to the site list, or drop the sites"
+        )
+    return {case_id: mapping[case_id] for case_id in case_ids}
+
+
+def _evaluate(
+    cases: Iterable[tuple[str, np.ndarray, np.ndarray, str]],
+    case_ids: Sequence[str],
+    sites: Mapping[str, str] | str | Path | None,
+    bootstrap: int,
+    seed: int,
+    min_overlap: float,
+    progress: Progress | None,
+    warnings: list[str],
+    sources: dict[str, str],
+) -> EvaluationResult:
+    if bootstrap < 0:
+        raise LesionAIError(f"bootstrap must be 0 (no intervals) or a number of resamples, got {bootstrap}")
+    site_of = _checked_sites(sites, case_ids)
+    metrics = _match_cases(cases, min_overlap, len(case_ids), progress)
+    overall, notes = _summarise(metrics, bootstrap, seed)
+    warnings = warnings + notes
+    per_site = {}
+    if site_of is not None:
+        for site in sorted(set(site_of.values())):
+            members = [case_id for case_id in case_ids if site_of[case_id] == site]
+            per_site[site], notes = _summarise(_site_metrics(metrics, members), bootstrap, seed)
+            warnings += [f"site {site}: {note}" for note in notes]
+    return EvaluationResult(
+        **{name: getattr(overall, name) for name in DetectionMetrics.__dataclass_fields__},
+        per_site=per_site,
+        sites=site_of,
+        warnings=warnings,
+        bootstrap=bootstrap,
+        seed=seed,
+        min_overlap=min_overlap,
+        sources=sources,
+    )
+
+
+# --------------------------------------------------------------------------- public entry points
+def evaluate_arrays(
+    detection_maps: Iterable[np.ndarray],
+    labels: Iterable[np.ndarray],
+    case_ids: Sequence[str],
+    sites: Mapping[str, str] | None = None,
+    bootstrap: int = 1000,
+    *,
+    seed: int = 0,
+    min_overlap: float = 0.10,
+    progress: Progress | None = None,
+) -> EvaluationResult:
+    """Evaluate in-memory detection maps against labels with PI-CAI's metrics (module docstring).
+
+    Args:
+        detection_maps: per case a [Z, Y, X] array, values in [0, 1]: 0 background, one constant
+            value per candidate blob (PI-CAI detection map). May be a generator (read lazily).
+        labels: per case a [Z, Y, X] array on the same grid; lesion where > 0 (ISUP values welcome).
+        case_ids: unique case names, in the same order.
+        sites: optional case → site; metrics are then also given per site.
+        bootstrap: number of case resamples for the 95% intervals (0: none).
+        seed: seed of the bootstrap draws.
+        min_overlap: IoU a candidate needs with a lesion to hit it (PI-CAI: 0.10).
+        progress: called as ``progress(done, total)`` after each case.
+
+    Example::
+
+        result = evaluate_arrays(maps, labels, ids, bootstrap=200)
+        print(result.table())
+    """
+    case_ids = [str(case_id) for case_id in case_ids]
+    duplicates = sorted({case_id for case_id in case_ids if case_ids.count(case_id) > 1})
+    if duplicates:
+        raise LesionAIError(f"case ids must be unique; repeated: {', '.join(duplicates[:5])}")
+
+    def cases() -> Iterator[tuple[str, np.ndarray, np.ndarray, str]]:
+        try:
+            for case_id, detection_map, label in zip(case_ids, detection_maps, labels, strict=True):
+                source = f"case {case_id}"
+                detection_map, label = _detection_map(detection_map, source), _binary_label(label, source)
+                _same_shape(detection_map, label, source)
+                yield case_id, detection_map, label, source
+        except ValueError as error:
+            if "zip()" not in str(error):
+                raise
+            raise LesionAIError(f"detection maps, labels and case ids differ in number ({error})") from None
+
+    return _evaluate(cases(), case_ids, sites, bootstrap, seed, min_overlap, progress, [], {})
+
+
+def evaluate_folders(
+    pred_dir: str | Path,
+    label_dir: str | Path,
+    out_json: str | Path | None = None,
+    plots_dir: str | Path | None = None,
+    sites: Mapping[str, str] | str | Path | None = None,
+    bootstrap: int = 1000,
+    allow_missing: bool = False,
+    *,
+    seed: int = 0,
+    min_overlap: float = 0.10,
+    tolerance_mm: float = 1e-3,
+    progress: Progress | None = None,
+) -> EvaluationResult:
+    """Evaluate a folder of detection maps against a folder of labels, paired by file stem.
+
+    Files: ``<case>.nii.gz``, ``.nii``, ``.mha``, ``.mhd`` or ``.nrrd`` in either folder, formats
+    may differ between the two. Each detection map must lie on its label's grid (same size, and
+    spacing, origin and direction within ``tolerance_mm`` at the grid corners); a mismatch is an
+    error naming both files, never a silent resample. Cases are read one at a time.
+
+    Args:
+        pred_dir: detection maps (values in [0, 1], one constant value per candidate blob).
+        label_dir: labels (lesion where > 0).
+        out_json: where to write ``result.to_dict()`` (atomically), if given.
+        plots_dir: where to write ``froc.png`` and ``roc.png``, if given.
+        sites: case → site, or a CSV file (``case_id,site`` or a PI-CAI marksheet).
+        bootstrap: case resamples for the 95% intervals (0: none).
+        allow_missing: score a label without detection map as an empty map (a warning in the
+            result says which), instead of refusing.
+        seed, min_overlap, progress: as in :func:`evaluate_arrays`.
+    """
+    pairs = pair_case_files(pred_dir, label_dir, allow_missing)
+    missing = [pair.case_id for pair in pairs if pair.detection_map is None]
+    warnings = []
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        warnings.append(f"{len(missing)} case(s) without detection map scored as empty (lesions missed): {shown}")
+
+    def cases() -> Iterator[tuple[str, np.ndarray, np.ndarray, str]]:
+        for pair in pairs:
+            detection_map, label = _read_case(pair, tolerance_mm)
+            yield pair.case_id, detection_map, label, str(pair.detection_map or pair.label)
+
+    sources = {"predictions": str(pred_dir), "labels": str(label_dir)}
+    case_ids = [pair.case_id for pair in pairs]
+    result = _evaluate(cases(), case_ids, sites, bootstrap, seed, min_overlap, progress, warnings, sources)
+    if out_json is not None:
+        write_json_atomic(out_json, result.to_dict())
+    if plots_dir is not None:
+        write_plots(result, plots_dir)
+    return result
+
+
+# --------------------------------------------------------------------------- plots
+def _groups(result: EvaluationResult) -> list[tuple[str, DetectionMetrics]]:
+    return [("all", result)] + [(f"site {site}", group) for site, group in result.per_site.items()]
+
+
+def write_plots(result: EvaluationResult, plots_dir: str | Path) -> dict[str, Path]:
+    """Write ``froc.png`` (log FP axis, 0.25–2 FP per case shaded) and ``roc.png`` (case level)."""
+    plots_dir = Path(plots_dir)
+    caption = f"{result.num_cases} cases, {result.num_lesions} lesions; hit = IoU >= {result.min_overlap:g}"
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.8), facecolor="white")
+    finite = [
+        value
+        for _, group in _groups(result)
+        if group.num_lesions
+        for value in np.asarray(group.picai_metrics.lesion_FPR)
+        if 0 < value < math.inf
+    ]
+    left = min([0.05, *(value / 2 for value in finite)])
+    right = max([10.0, *(value * 1.5 for value in finite)])
+    axis.axvspan(FP_PER_CASE[0], FP_PER_CASE[-1], color="tab:green", alpha=0.12, label="0.25–2 FP per case")
+    for name, group in _groups(result):
+        if not group.num_lesions:
+            continue
+        # sensitivity is 0 until the first threshold's false positives; infinity is drawn at the right edge
+        false_positives = np.clip(np.asarray(group.picai_metrics.lesion_FPR, dtype=np.float64), left, right)
+        false_positives = np.concatenate([[left], false_positives])
+        sensitivity = np.concatenate([[0.0], np.asarray(group.picai_metrics.lesion_TPR, dtype=np.float64)])
+        (line,) = axis.plot(
+            false_positives, sensitivity, drawstyle="steps-post", label=name, lw=2 if name == "all" else 1
+        )
+        points = [(x, s) for x, s in group.froc_sensitivity.items() if s is not None]
+        axis.plot(*zip(*points, strict=True), "o", color=line.get_color(), ms=4 if name == "all" else 3)
+    if not result.num_lesions:
+        axis.text(0.5, 0.5, "no lesions: FROC undefined", transform=axis.transAxes, ha="center")
+    axis.set(xscale="log", xlim=(left, right), ylim=(0, 1.02), xlabel="false positives per case")
+    axis.set(ylabel="lesion-level sensitivity", title=f"FROC ({caption})")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(loc="lower right", fontsize=8)
+    froc_path = save_figure(figure, plots_dir / "froc.png")
+
+    figure, axis = plt.subplots(figsize=(5.2, 5.2), facecolor="white")
+    axis.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+    for name, group in _groups(result):
+        if group.auroc is None:
+            continue
+        metrics = group.picai_metrics
+        axis.plot(metrics.case_FPR, metrics.case_TPR, label=f"{name} (AUROC {group.auroc:.3f})")
+    if result.auroc is None:
+        axis.text(0.5, 0.5, "AUROC undefined: need positive and negative cases", transform=axis.transAxes, ha="center")
+    axis.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 - specificity (cases)", ylabel="sensitivity (cases)")
+    axis.set(title=f"case-level ROC ({result.num_cases} cases)")
+    axis.grid(True, alpha=0.3)
+    if result.auroc is not None:
+        axis.legend(loc="lower right", fontsize=8)
+    roc_path = save_figure(figure, plots_dir / "roc.png")
+    return {"froc": froc_path, "roc": roc_path}

@@ -1,0 +1,88 @@
+"""Score a model on prepared cases (model grid) or on cohorts (full analysis in T2 geometry).
+
+* :func:`prepared_detections` — fast: the cached, preprocessed cases of :mod:`LesionAILib.training.cohorts`
+  are analysed on the model grid and compared with their csPCa masks there (training validation,
+  active-learning loops).
+* :func:`cohort_detections` — the deployed path: every case is opened from disk and analysed by
+  :meth:`Analyzer.analyze`; detection maps in the original T2 geometry are compared with the
+  cohort's csPCa masks (which live on the T2 grid).
+
+Both return inputs for :func:`LesionAILib.evaluation.picai.evaluate_arrays` (picai-eval).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from LesionAILib.evaluation.picai import EvaluationResult, evaluate_arrays
+from LesionAILib.inference.analyzer import Analyzer
+from LesionAILib.inference.candidates import detection_map
+from LesionAILib.training.cohorts import CaseRecord, PreparedCase
+
+
+class _LocalizerOnly(torch.nn.Module):
+    """A model seen without its classifier: candidates are scored by their map peak."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+        self.config = model.config
+        self.classifier = None
+
+    def forward(self, images):
+        return self.inner(images)
+
+
+def localization_only(analyzer: Analyzer) -> Analyzer:
+    """A copy of ``analyzer`` that ignores the classification network (score = map peak)."""
+    view = Analyzer(
+        (analyzer.model, analyzer.metadata),
+        device=analyzer.device,
+        tta=analyzer.tta,
+        max_candidates=analyzer.max_candidates,
+    )
+    view.model = _LocalizerOnly(analyzer.model)
+    return view
+
+
+@torch.no_grad()
+def prepared_detections(
+    analyzer: Analyzer, cases: Sequence[PreparedCase]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """(detection maps, csPCa masks, case ids) on the model grid."""
+    detections, labels, ids = [], [], []
+    for case in cases:
+        _, _, candidates, label_map = analyzer.analyze_prepared(case.preprocessed(analyzer.metadata.preprocess.roles))
+        detections.append(detection_map(label_map, candidates))
+        labels.append(case.cspca_mask())
+        ids.append(case.case_id)
+    return detections, labels, ids
+
+
+def cohort_detections(
+    analyzer: Analyzer, records: Sequence[CaseRecord], progress: Callable[[int, int], None] | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """(detection maps, csPCa masks, case ids) in each case's T2 geometry (full analysis path)."""
+    detections, labels, ids = [], [], []
+    for index, record in enumerate(records):
+        case = record.open()
+        result = analyzer.analyze(case)
+        significant = [lesion.lesion_id for lesion in record.lesions if lesion.grade_group >= 2]
+        mask = sitk.GetArrayFromImage(case.lesion_mask) if case.lesion_mask is not None else None
+        if mask is None:
+            mask = np.zeros(sitk.GetArrayViewFromImage(case.t2w).shape, np.uint8)
+        detections.append(sitk.GetArrayFromImage(result.detection_map))
+        labels.append(np.isin(mask, significant).astype(np.uint8))
+        ids.append(record.case_id)
+        if progress:
+            progress(index + 1, len(records))
+    return detections, labels, ids
+
+
+def score(detections, labels, ids, bootstrap: int = 0, sites: dict[str, str] | None = None) -> EvaluationResult:
+    """picai-eval metrics of detection maps against labels."""
+    return evaluate_arrays(detections, labels, ids, sites=sites, bootstrap=bootstrap)

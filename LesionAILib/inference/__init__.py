@@ -1,0 +1,2 @@
+"""Inference: the Analyzer (case -> maps -> candidates -> grades), candidate extraction, result folders.
+"""

@@ -1,0 +1,267 @@
+"""Analyze a case: preprocess → localization maps → candidates → classification → results in T2 geometry.
+
+>>> from LesionAILib.inference.analyzer import Analyzer
+>>> from LesionAILib.studies.study import open_case
+>>> result = Analyzer().analyze(open_case("ProstateX-0000"))   # bundled demo model, CUDA if available
+>>> result.case_score, [c.center_ras_mm for c in result.candidates]
+
+With ``patch_classifier=True`` (or a classifier file) each candidate is rescored by the
+ProstateX-trained patch classifier (:mod:`LesionAILib.prostatex.point_classification`) at its centre: its
+``probability`` and ``score_model`` then come from that classifier, the detector's own
+probability is kept in ``detector_probability``, and the grade group stays the detector's.
+
+The :class:`Result` holds the combined heatmap, the per-sequence heatmaps and the detection and
+candidate maps resampled back into the **original T2 geometry** (exactly the T2 series' size,
+spacing, origin and direction), the candidate table and the case score (highest candidate
+probability), plus per-stage timings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from LesionAILib.errors import StudyError
+from LesionAILib.inference.candidates import Candidate, detection_map, extract_candidates, renumber
+from LesionAILib.models.modelfile import DEMO_NOTICE, ModelMetadata, bundled_model_path, load_model
+from LesionAILib.models.networks import LesionModel
+from LesionAILib.preprocessing.crops import crop_tensor
+from LesionAILib.preprocessing.pipeline import Preprocessed, preprocess, to_t2_grid
+from LesionAILib.preprocessing.resampling import resolve_device
+from LesionAILib.prostatex.patches import PatchExtractor
+from LesionAILib.prostatex.point_classification import PointClassifier
+from LesionAILib.studies.study import Case
+
+
+@dataclass
+class Result:
+    """What analysis produced for one case. Images are in the original T2 geometry (LPS)."""
+
+    case_id: str
+    model_name: str
+    model_notice: str
+    heatmap: sitk.Image
+    sequence_heatmaps: dict[str, sitk.Image]
+    detection_map: sitk.Image
+    candidate_map: sitk.Image
+    candidates: list[Candidate]
+    case_score: float
+    device: str
+    timings: dict[str, float] = field(default_factory=dict)
+    model_grid: dict = field(default_factory=dict)
+    classifier_name: str = ""
+    classifier_notice: str = ""
+
+    def to_dict(self) -> dict:
+        classifier = {"classifier": self.classifier_name, "classifier_notice": self.classifier_notice}
+        return {
+            "case_id": self.case_id,
+            "model": self.model_name,
+            "notice": self.model_notice,
+            **(classifier if self.classifier_name else {}),
+            "case_score": round(float(self.case_score), 4),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "device": self.device,
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "model_grid": self.model_grid,
+            "coordinates": "center_lps_mm: DICOM/ITK patient LPS; center_ras_mm: 3D Slicer RAS",
+        }
+
+
+class Analyzer:
+    """Runs a LesionAI model on cases.
+
+    Args:
+        model: a model file path, a loaded ``(LesionModel, ModelMetadata)`` pair, or ``None`` for
+            the bundled demo model.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        tta: test-time augmentation (average with the left-right mirrored prediction).
+        max_candidates: at most this many candidates per case.
+        patch_classifier: rescore the candidates with a patch classifier: ``True`` for the bundled
+            ProstateX-trained one, a classifier file, or a :class:`PointClassifier`; ``None``/``False``
+            keeps the detector's probabilities.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | tuple[LesionModel, ModelMetadata] | None = None,
+        device: str | torch.device = "auto",
+        tta: bool = False,
+        max_candidates: int = 5,
+        patch_classifier: bool | str | Path | PointClassifier | None = None,
+    ):
+        self.device = resolve_device(device)
+        if model is None or isinstance(model, (str, Path)):
+            self.model, self.metadata = load_model(model or bundled_model_path(), self.device)
+        else:
+            self.model, self.metadata = model
+            self.model = self.model.to(self.device).eval()
+        self.tta = tta
+        self.max_candidates = max_candidates
+        if patch_classifier is None or patch_classifier is False or isinstance(patch_classifier, PointClassifier):
+            self.point_classifier = patch_classifier or None
+        else:
+            self.point_classifier = PointClassifier(None if patch_classifier is True else patch_classifier)
+
+    @property
+    def notice(self) -> str:
+        return DEMO_NOTICE if self.metadata.synthetic_training_data else self.metadata.intended_use
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        return nullcontext()
+
+    @torch.no_grad()
+    def localize(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[C, Z, Y, X] preprocessed images → (combined [Z, Y, X], per-sequence [C, Z, Y, X]) maps.
+
+        The per-sequence maps are [0, Z, Y, X] (empty) for a plain U-Net model.
+        """
+        batch = images[None]
+        if self.tta:
+            batch = torch.cat([batch, torch.flip(batch, dims=[-1])])
+        with self._autocast():
+            output = self.model(batch)
+        combined = output["combined"][:, 0].float()
+        sequences = output["sequence_maps"]
+        sequences = combined[:, :0] if sequences is None else sequences.float()  # plain U-Net: none
+        if self.tta:
+            combined = 0.5 * (combined[0] + torch.flip(combined[1], dims=[-1]))[None]
+            sequences = 0.5 * (sequences[0] + torch.flip(sequences[1], dims=[-1]))[None]
+        return combined[0], sequences[0]
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor, combined: torch.Tensor, candidates: Sequence[Candidate]) -> None:
+        """Fill each candidate's probability and grade from the classification network (in place)."""
+        if not candidates:
+            return
+        if self.model.classifier is None:
+            for candidate in candidates:
+                candidate.score_model = f"{self.metadata.name} (localization peak)"
+            return
+        stacked = torch.cat([images, combined[None]], 0)
+        crop = self.model.classifier.config.crop
+        crops = torch.stack([crop_tensor(stacked, c.center_index, crop) for c in candidates])
+        with self._autocast():
+            output = self.model.classify(crops)
+        probabilities = torch.sigmoid(output["logit"].float()).cpu().numpy()
+        grades = torch.softmax(output["grade_logits"].float(), 1).cpu().numpy()
+        for candidate, probability, grade in zip(candidates, probabilities, grades, strict=True):
+            candidate.probability = float(probability)
+            candidate.grade_probabilities = grade.tolist()
+            candidate.grade_group = int(np.argmax(grade))
+            candidate.score_model = self.metadata.name
+
+    def rescore_with_patch_classifier(self, case: Case, candidates: list[Candidate]) -> None:
+        """Replace each candidate's probability by the patch classifier's at its centre (in place, re-sorted).
+
+        The detector's probability moves to ``detector_probability``. A candidate whose patches would
+        leave a volume keeps the detector's probability, and its ``score_model`` says why.
+        """
+        if not candidates:
+            return
+        extractor = PatchExtractor(case)
+        for candidate in candidates:
+            try:
+                patches = extractor.extract(candidate.center_lps_mm)
+            except StudyError:
+                candidate.score_model = f"{candidate.score_model} (outside the patch classifier's volumes)"
+                continue
+            (scored,) = self.point_classifier.classify_patches([patches], [candidate.zone])
+            candidate.detector_probability = candidate.probability
+            candidate.probability = scored.probability
+            candidate.score_model = scored.model_name
+        candidates.sort(key=lambda c: -c.probability)
+
+    def analyze_prepared(
+        self, prepared: Preprocessed, step: Callable[[str], None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[Candidate], np.ndarray]:
+        """Model-grid analysis of a preprocessed case.
+
+        Returns (combined map [Z, Y, X] and per-sequence maps [C, Z, Y, X] as tensors on the
+        device, candidates sorted by probability, candidate label map [Z, Y, X] numpy), all on the
+        model grid. ``step(stage)`` is called after each stage (for timings).
+        """
+        step = step or (lambda stage: None)
+        images = prepared.image.to(self.device)
+        combined, sequences = self.localize(images)
+        step("localization")
+        candidates, labels = extract_candidates(
+            combined.cpu().numpy(), prepared.grid, max_candidates=self.max_candidates
+        )
+        step("candidates")
+        self.classify(images, combined, candidates)
+        candidates.sort(key=lambda c: -c.probability)
+        labels = renumber(candidates, labels)  # candidate 1 is the most probable
+        step("classification")
+        return combined, sequences, candidates, labels
+
+    def analyze(
+        self,
+        case: Case,
+        center_lps: Sequence[float] | None = None,
+        progress: Callable[[str, float], None] | None = None,
+    ) -> Result:
+        """Analyze one case (see module docstring). ``progress(stage, fraction)`` is called between stages."""
+        timings: dict[str, float] = {}
+        fractions = {
+            "preprocess": 0.25,
+            "localization": 0.5,
+            "candidates": 0.65,
+            "classification": 0.8,
+            "patch_classifier": 0.9,
+            "resample_to_t2": 1.0,
+        }
+        clock = [time.perf_counter()]
+
+        def step(stage: str) -> None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            timings[stage] = now - clock[0]
+            clock[0] = now
+            if progress:
+                progress(stage, fractions[stage])
+
+        prepared = preprocess(case, self.metadata.preprocess, center_lps=center_lps, device=self.device)
+        step("preprocess")
+        combined, sequences, candidates, labels = self.analyze_prepared(prepared, step)
+        if self.point_classifier is not None:
+            self.rescore_with_patch_classifier(case, candidates)
+            step("patch_classifier")
+        heatmap = to_t2_grid(combined, prepared.grid, prepared.t2_grid, "linear")
+        sequence_maps = {
+            role: to_t2_grid(sequences[i], prepared.grid, prepared.t2_grid, "linear")
+            for i, role in enumerate(prepared.roles[: sequences.shape[0]])
+        }
+        candidate_map = to_t2_grid(labels.astype(np.float32), prepared.grid, prepared.t2_grid, "nearest")
+        candidate_map = sitk.Cast(candidate_map, sitk.sitkUInt8)
+        detection = prepared.t2_grid.image_from_array(
+            detection_map(sitk.GetArrayViewFromImage(candidate_map).astype(np.int32), candidates)
+        )
+        step("resample_to_t2")
+        timings["total"] = sum(timings.values())
+        return Result(
+            case_id=case.case_id,
+            model_name=self.metadata.display_name,
+            model_notice=self.notice,
+            heatmap=heatmap,
+            sequence_heatmaps=sequence_maps,
+            detection_map=detection,
+            candidate_map=candidate_map,
+            candidates=candidates,
+            case_score=max((c.probability for c in candidates), default=0.0),
+            device=str(self.device),
+            timings=timings,
+            model_grid=prepared.grid.to_dict(),
+            classifier_name=self.point_classifier.name if self.point_classifier else "",
+            classifier_notice=self.point_classifier.metadata.intended_use if self.point_classifier else "",
+        )

@@ -1,0 +1,2 @@
+"""Synthetic mpMRI phantoms: site profiles, tissues, shapes, anatomy, rendering, acquisition, cohort writing.
+"""

@@ -1,0 +1,289 @@
+"""Remove geometric and intensity variability between the sequences of a case.
+
+The pipeline, one visible function (:func:`preprocess`):
+
+1. **Target grid** (:func:`target_grid`): the T2 frame's direction cosines, a configurable
+   spacing and matrix (default 3.0 × 0.5 × 0.5 mm, 20 × 256 × 256, Z, Y, X), centred on the T2
+   volume centre or on a given LPS point.
+2. **Resampling** of every role into that grid in physical space (trilinear for images, nearest
+   for label maps) — SimpleITK on a CPU, torch ``grid_sample`` on CUDA; both agree to 1e-3.
+3. **Intensity normalisation** per role (:class:`IntensityConfig`): T2 and high-b robust z-score
+   (clip to percentiles — 0.5/99.5 for T2, 0.5/99.9 for high-b — then standardise); ADC on its
+   physical scale (µm²/s × 10⁻³, so normal peripheral zone ≈ 1.6–2.0), because ADC is quantitative
+   and its absolute value carries meaning.
+
+The inverse path, :func:`to_t2_grid`, brings a map from the target grid back into the original T2
+geometry — how heatmaps reach the reader's screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from LesionAILib.errors import ConfigError
+from LesionAILib.geometry import Grid, aligned_grid
+from LesionAILib.preprocessing.resampling import (
+    resample_image,
+    resample_image_with_fov,
+    resample_sitk,
+    resample_torch,
+    resolve_device,
+)
+from LesionAILib.studies.study import ROLES, Case
+
+NORMALISATION_METHODS = ("robust_zscore", "scale")
+# Percentile estimates use at most this many voxels (a fixed, deterministic stride through the
+# volume); the mean and standard deviation use every in-field voxel.
+_MAX_STATISTIC_SAMPLES = 300_000
+
+
+@dataclass(frozen=True)
+class IntensityConfig:
+    """How one role's intensities are normalised.
+
+    ``robust_zscore``: clip to the [``low``, ``high``] percentiles of the in-field voxels, then
+    subtract the mean and divide by the standard deviation of the clipped values.
+    ``scale``: ``value * scale + offset``, then clip to ``clip`` (for quantitative maps).
+    """
+
+    method: str = "robust_zscore"
+    low: float = 1.0
+    high: float = 99.0
+    scale: float = 1.0
+    offset: float = 0.0
+    clip: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        if self.method not in NORMALISATION_METHODS:
+            raise ConfigError(f"unknown normalisation {self.method!r}; use one of {', '.join(NORMALISATION_METHODS)}")
+        if not 0.0 <= self.low < self.high <= 100.0:
+            raise ConfigError(f"percentiles must satisfy 0 ≤ low < high ≤ 100, got {self.low}, {self.high}")
+
+
+# Clip percentiles: lesions are the darkest T2 and the brightest high-b structures and can be
+# ~1 % of the grid, so the clip must not cut them: T2 keeps its darkest 0.5 %, high-b its top 0.1 %.
+DEFAULT_INTENSITY = {
+    "t2w": IntensityConfig("robust_zscore", 0.5, 99.5),
+    "adc": IntensityConfig("scale", scale=1e-3, clip=(0.0, 4.0)),  # µm²/s → 10⁻³ mm²/s
+    "hbv": IntensityConfig("robust_zscore", 0.5, 99.9),
+}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Target grid and normalisation. Stored in every model file, so a model preprocesses as it was trained.
+
+    Attributes:
+        roles: channel order of the output tensor.
+        shape: target matrix (Z, Y, X) in voxels.
+        spacing: target spacing (Z, Y, X) in mm.
+        intensity: per role normalisation.
+    """
+
+    roles: tuple[str, ...] = ROLES
+    shape: tuple[int, int, int] = (20, 256, 256)
+    spacing: tuple[float, float, float] = (3.0, 0.5, 0.5)
+    intensity: Mapping[str, IntensityConfig] = field(default_factory=lambda: dict(DEFAULT_INTENSITY))
+
+    def __post_init__(self):
+        object.__setattr__(self, "roles", tuple(self.roles))
+        object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
+        object.__setattr__(self, "spacing", tuple(float(v) for v in self.spacing))
+        unknown = [r for r in self.roles if r not in ROLES]
+        if unknown:
+            raise ConfigError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            raise ConfigError(f"shape must be three positive sizes (Z, Y, X), got {self.shape}")
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise ConfigError(f"spacing must be three positive mm values (Z, Y, X), got {self.spacing}")
+        missing = [r for r in self.roles if r not in self.intensity]
+        if missing:
+            raise ConfigError(f"no intensity normalisation configured for {missing}")
+
+    def to_dict(self) -> dict:
+        return {
+            "roles": list(self.roles),
+            "shape": list(self.shape),
+            "spacing": list(self.spacing),
+            "intensity": {role: asdict(cfg) for role, cfg in self.intensity.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> PreprocessConfig:
+        intensity = {
+            role: IntensityConfig(**{**cfg, "clip": tuple(cfg["clip"]) if cfg.get("clip") else None})
+            for role, cfg in data.get("intensity", {}).items()
+        } or dict(DEFAULT_INTENSITY)
+        return cls(
+            roles=tuple(data.get("roles", ROLES)),
+            shape=tuple(data.get("shape", (20, 256, 256))),
+            spacing=tuple(data.get("spacing", (3.0, 0.5, 0.5))),
+            intensity=intensity,
+        )
+
+
+@dataclass
+class Preprocessed:
+    """A case in the target grid, ready for the networks.
+
+    Attributes:
+        image: [C, Z, Y, X] float32 tensor (channels in ``roles`` order) on the chosen device.
+        fov: [C, Z, Y, X] bool, True where the channel's source series covers the voxel.
+        grid: the target grid (LPS mm).
+        t2_grid: the original T2 series' grid (for the inverse path).
+        roles: channel order.
+        normalisation: per role, the parameters actually applied (percentile values, mean, std).
+        lesion_mask: optional [Z, Y, X] int64 label map (nearest), when the case has one.
+    """
+
+    image: torch.Tensor
+    fov: torch.Tensor
+    grid: Grid
+    t2_grid: Grid
+    roles: tuple[str, ...]
+    normalisation: dict[str, dict[str, float]]
+    lesion_mask: torch.Tensor | None = None
+
+    def channel(self, role: str) -> torch.Tensor:
+        return self.image[self.roles.index(role)]
+
+
+def target_grid(t2_grid: Grid, config: PreprocessConfig, center_lps: Sequence[float] | None = None) -> Grid:
+    """The target grid: T2 frame, ``config`` spacing and matrix, centred on T2 or ``center_lps`` (mm).
+
+    The centre is snapped (by less than half a T2 voxel) onto the T2 voxel lattice, so with the
+    default spacing the T2 is not interpolated between its slices (see :func:`aligned_grid`).
+    """
+    return aligned_grid(t2_grid, config.shape, config.spacing, center_lps, snap=True)
+
+
+def _percentiles(volume, inside, low: float, high: float) -> tuple[float, float] | None:
+    """The ``low`` and ``high`` percentiles of ``volume`` inside ``inside`` (None if < 16 voxels).
+
+    Estimated on an evenly strided subsample of at most ``_MAX_STATISTIC_SAMPLES`` voxels.
+    """
+    step = max(1, int(np.prod(volume.shape)) // _MAX_STATISTIC_SAMPLES)
+    values = volume.reshape(-1)[::step][inside.reshape(-1)[::step]]
+    if values.shape[0] < 16:
+        return None
+    if isinstance(values, np.ndarray):
+        bounds = np.percentile(values, [low, high])
+    else:
+        bounds = torch.quantile(values, torch.tensor([low / 100, high / 100], device=values.device)).tolist()
+    return float(bounds[0]), float(bounds[1])
+
+
+def normalise(volume, inside, config: IntensityConfig) -> tuple[np.ndarray | torch.Tensor, dict]:
+    """Normalise one channel in place where possible.
+
+    Args:
+        volume: [Z, Y, X] float32, a numpy array (CPU path) or a torch tensor (any device); the
+            same arithmetic runs on both, so CPU and GPU give the same numbers.
+        inside: [Z, Y, X] bool of the same kind, the voxels the series covers (statistics region).
+        config: the role's normalisation.
+
+    Returns:
+        the normalised volume (0 outside ``inside``) and the parameters applied.
+    """
+    if config.method == "scale":
+        out = volume * config.scale + config.offset
+        if config.clip is not None:
+            out = out.clip(config.clip[0], config.clip[1])
+        return out * inside, {"scale": config.scale, "offset": config.offset}
+    bounds = _percentiles(volume, inside, config.low, config.high)
+    if bounds is None:
+        return volume * 0, {"low": 0.0, "high": 0.0, "mean": 0.0, "std": 1.0}
+    low, high = bounds
+    out = volume.clip(low, high) * inside
+    count = max(float(inside.sum()), 2.0)
+    mean = float(out.sum()) / count
+    out -= mean
+    out *= inside
+    std = max(float((out * out).sum() / count) ** 0.5, 1e-6 * max(abs(high), 1.0))
+    out /= std
+    return out, {"low": low, "high": high, "mean": mean, "std": std}
+
+
+def preprocess(
+    case: Case,
+    config: PreprocessConfig | None = None,
+    center_lps: Sequence[float] | None = None,
+    device: str | torch.device = "auto",
+    backend: str = "auto",
+) -> Preprocessed:
+    """Resample every role of ``case`` into the target grid and normalise it.
+
+    Args:
+        case: the study (native grids).
+        config: target grid and normalisation (default: 20 × 256 × 256 at 3.0 × 0.5 × 0.5 mm).
+        center_lps: centre of the target grid in LPS mm; default the T2 volume centre.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
+        backend: resampler, ``"auto"`` (SimpleITK on CPU, torch on CUDA), ``"torch"`` or ``"sitk"``.
+    """
+    config = config or PreprocessConfig()
+    device = resolve_device(device)
+    t2_grid = case.grid("t2w")
+    grid = target_grid(t2_grid, config, center_lps)
+    # On a CPU the elementwise work runs in numpy (single-threaded, predictable when other
+    # processes load the cores); on CUDA the same arithmetic runs on torch tensors.
+    on_cpu = device.type == "cpu"
+    channels = len(config.roles)
+    image = np.empty((channels, *grid.shape), np.float32) if on_cpu else None
+    fov = np.empty((channels, *grid.shape), bool) if on_cpu else None
+    gpu_channels, gpu_fov, parameters = [], [], {}
+    for index, role in enumerate(config.roles):
+        resampled, inside = resample_image_with_fov(case.image(role), grid, "linear", device, backend)
+        if on_cpu:
+            resampled, inside = resampled.numpy(), inside.numpy()
+        normalised, parameters[role] = normalise(resampled, inside, config.intensity[role])
+        if on_cpu:
+            image[index], fov[index] = normalised, inside
+        else:
+            gpu_channels.append(normalised)
+            gpu_fov.append(inside)
+    mask = None
+    if case.lesion_mask is not None:
+        mask = resample_image(case.lesion_mask, grid, "nearest", device, backend).round().to(torch.int64)
+    return Preprocessed(
+        image=torch.from_numpy(image) if on_cpu else torch.stack(gpu_channels),
+        fov=torch.from_numpy(fov) if on_cpu else torch.stack(gpu_fov),
+        grid=grid,
+        t2_grid=t2_grid,
+        roles=tuple(config.roles),
+        normalisation=parameters,
+        lesion_mask=mask,
+    )
+
+
+def to_t2_grid(
+    volume: torch.Tensor | np.ndarray,
+    source: Grid,
+    t2_grid: Grid,
+    mode: str = "linear",
+    backend: str = "auto",
+) -> sitk.Image:
+    """Bring a map on the target grid back into the original T2 geometry.
+
+    Args:
+        volume: [Z, Y, X] map on ``source`` (tensor on any device, or numpy).
+        source: the grid ``volume`` lives on (the target grid of :func:`preprocess`).
+        t2_grid: the original T2 series' grid.
+        mode: ``"linear"`` for heatmaps, ``"nearest"`` for label/detection maps.
+
+    Returns:
+        a float32 SimpleITK image with exactly the T2 series' size, spacing, origin and direction;
+        0 where the target grid does not reach.
+    """
+    tensor = torch.as_tensor(volume)
+    if backend == "auto":
+        backend = "sitk" if tensor.device.type == "cpu" else "torch"
+    if backend == "torch":
+        array = resample_torch(tensor.to(torch.float32), source, t2_grid, mode).cpu().numpy()
+    else:
+        array = resample_sitk(source.image_from_array(tensor.detach().cpu().numpy().astype(np.float32)), t2_grid, mode)
+    return t2_grid.image_from_array(array.astype(np.float32))

@@ -1,0 +1,2 @@
+"""The ProstateX point classifier: findings, patch extraction, the patch classifier, its training, point classification.
+"""

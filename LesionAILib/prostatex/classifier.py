@@ -1,0 +1,478 @@
+"""The ProstateX patch classifier: network, ensemble, training recipe and its model file.
+
+Input: the dataset's three 32 × 32 patches of one finding (:mod:`LesionAILib.prostatex.patches`: T2, ADC,
+high-b, each histogram-equalised, in its own grid), their localization maps, and the prostate zone.
+Output: a logit of clinically significant cancer (ProstateX ``ClinSig``).
+
+**Network** (:class:`MultiScaleNet`, ≈ 50 k parameters). Three 16 × 16 views, each with its
+localization-map channel:
+
+* ``centre`` — ADC + high-b, central 16 × 16 pixels (2 mm pixels, 32 mm field of view),
+* ``context`` — ADC + high-b, the whole patch 2 × 2 average-pooled (4 mm pixels, 64 mm),
+* ``t2w`` — T2, the whole patch 2 × 2 average-pooled (1 mm pixels, 16 mm).
+
+Each view has its own encoder (conv16-BN-ReLU-maxpool, conv32-BN-ReLU-maxpool, conv32-BN-ReLU,
+then global average and max pooling); the features and the zone one-hot (PZ, TZ, AS; all zero
+for SV) go into a dropout-0.5 MLP head.
+
+**Ensemble** (:class:`PatchClassifier`): the mean logit of ``members`` networks trained with
+different seeds, each averaged over the patches and their left-right mirror (test-time
+augmentation). An unknown zone is marginalised: the probability is averaged over PZ/TZ/AS weighted
+by their frequency in the training data (stored in the model as ``zone_prior``).
+
+**Training recipe** (:class:`TrainingSettings`): BCE with ``pos_weight`` = negatives/positives and
+label smoothing 0.1; augmentation by a random shift of ±2 pixels (edge-padded), per-channel
+intensity jitter and left-right flips; AdamW (weight decay 1e-2), one-cycle learning rate up to
+1e-3, batch 32. The number of epochs is chosen from ``epoch_choices`` by an inner patient-grouped
+cross-validation inside the training data only (:func:`fit_classifier`).
+
+**Model file**: the :mod:`LesionAILib.models.modelfile` container (safetensors + JSON metadata + sha256),
+``kind = "patch-classifier"``; the metadata holds the architecture, the patch definition, the
+training record and the cross-validated metrics, so a file rebuilds itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from LesionAILib.errors import ConfigError, ModelFileError
+from LesionAILib.evaluation.roc import auroc
+from LesionAILib.models.modelfile import (
+    FORMAT,
+    FORMAT_VERSION,
+    RESOURCES,
+    load_weights,
+    read_container,
+    write_container,
+)
+from LesionAILib.prostatex.patches import (
+    BLOB_SIGMA_PIXELS,
+    EQUALISATION_BINS,
+    NEAREST_VOXEL_AT,
+    PATCH_SIZE,
+    FindingPatches,
+)
+
+KIND = "patch-classifier"
+ZONES = ("PZ", "TZ", "AS")
+CLASSIFIER_NAME = "ProstateX-trained classifier"
+BUNDLED_CLASSIFIER = RESOURCES / "Models" / "prostatex-classifier.safetensors"
+VIEW_SIZE = PATCH_SIZE // 2
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class PatchClassifierConfig:
+    """Architecture: encoder base ``width``, head ``hidden`` units, head ``dropout``, ensemble ``members``."""
+
+    width: int = 16
+    hidden: int = 32
+    dropout: float = 0.5
+    members: int = 5
+
+    def __post_init__(self):
+        if self.width < 1 or self.hidden < 1 or self.members < 1 or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"invalid patch classifier configuration {self}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PatchClassifierConfig:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The training recipe (see module docstring). ``epoch_choices`` are chosen between by inner CV."""
+
+    epoch_choices: tuple[int, ...] = (120, 240)
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.1
+    shift_pixels: int = 2
+    intensity_jitter: float = 0.1
+    warmup_fraction: float = 0.2
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "epoch_choices": list(self.epoch_choices)}
+
+
+# --------------------------------------------------------------------------- inputs
+def zone_one_hot(zones: Sequence[str | None]) -> torch.Tensor:
+    """[N, 3] float32 one-hot over :data:`ZONES`; SV, unknown and ``None`` are all-zero rows."""
+    return torch.tensor([[float(zone == name) for name in ZONES] for zone in zones], dtype=torch.float32)
+
+
+@dataclass
+class PatchInputs:
+    """A batch of findings.
+
+    Attributes:
+        images: [N, 3, 32, 32] float32 in [0, 1], the T2, ADC and high-b patches (each in its own grid).
+        localization: [N, 2, 32, 32] float32, localization maps on the T2 and on the ADC/high-b grid.
+        zone: [N, 3] float32 zone one-hot (:func:`zone_one_hot`).
+    """
+
+    images: torch.Tensor
+    localization: torch.Tensor
+    zone: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, index: np.ndarray | torch.Tensor | Sequence[int]) -> PatchInputs:
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return PatchInputs(self.images[index], self.localization[index], self.zone[index])
+
+    def with_zone(self, zone: torch.Tensor) -> PatchInputs:
+        return PatchInputs(self.images, self.localization, zone)
+
+    @classmethod
+    def from_patches(cls, patches: Sequence[FindingPatches], zones: Sequence[str | None]) -> PatchInputs:
+        """Inputs of findings extracted from studies (:class:`~LesionAILib.prostatex.patches.FindingPatches`)."""
+        images = np.stack([[p.images[role] for role in ("t2w", "adc", "hbv")] for p in patches])
+        localization = np.stack([[p.localization["t2w"], p.localization["adc"]] for p in patches])
+        return cls(torch.from_numpy(images), torch.from_numpy(localization), zone_one_hot(zones))
+
+
+# --------------------------------------------------------------------------- network
+class ViewEncoder(nn.Module):
+    """[N, C, 16, 16] view → [N, 4 · width] (global average and max of a three-convolution feature map)."""
+
+    def __init__(self, in_channels: int, width: int):
+        super().__init__()
+
+        def block(a: int, b: int) -> list[nn.Module]:
+            return [nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(
+            *block(in_channels, width),
+            nn.MaxPool2d(2),
+            *block(width, 2 * width),
+            nn.MaxPool2d(2),
+            *block(2 * width, 2 * width),
+        )
+        self.out_features = 4 * width
+
+    def forward(self, view: torch.Tensor) -> torch.Tensor:
+        features = self.features(view)
+        return torch.cat([features.mean((2, 3)), features.amax((2, 3))], 1)
+
+
+class MultiScaleNet(nn.Module):
+    """One member: three views with localization channels, per-view encoders, zone, MLP head (module docstring)."""
+
+    VIEW_CHANNELS = {"centre": 3, "context": 3, "t2w": 2}
+
+    def __init__(self, config: PatchClassifierConfig):
+        super().__init__()
+        self.encoders = nn.ModuleDict({v: ViewEncoder(c, config.width) for v, c in self.VIEW_CHANNELS.items()})
+        features = sum(e.out_features for e in self.encoders.values()) + len(ZONES)
+        self.head = nn.Sequential(
+            nn.Dropout(config.dropout),
+            nn.Linear(features, config.hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden, 1),
+        )
+
+    @staticmethod
+    def views(images: torch.Tensor, localization: torch.Tensor) -> dict[str, torch.Tensor]:
+        """[N, 3, 32, 32] patches and [N, 2, 32, 32] maps → the three [N, C, 16, 16] views."""
+        centre = slice(VIEW_SIZE // 2, VIEW_SIZE // 2 + VIEW_SIZE)
+        diffusion = torch.cat([images[:, 1:3] - 0.5, localization[:, 1:2]], 1)
+        t2 = torch.cat([images[:, 0:1] - 0.5, localization[:, 0:1]], 1)
+        return {
+            "centre": diffusion[:, :, centre, centre],
+            "context": F.avg_pool2d(diffusion, 2),
+            "t2w": F.avg_pool2d(t2, 2),
+        }
+
+    def forward(self, images: torch.Tensor, localization: torch.Tensor, zone: torch.Tensor) -> torch.Tensor:
+        """Logit [N] of clinically significant cancer."""
+        views = self.views(images, localization)
+        features = [self.encoders[name](views[name]) for name in self.VIEW_CHANNELS]
+        return self.head(torch.cat([*features, zone], 1)).squeeze(1)
+
+
+def mirror_averaged_logit(net: nn.Module, inputs: PatchInputs) -> torch.Tensor:
+    """Logit [N] averaged over the patches and their left-right mirror (test-time augmentation)."""
+    plain = net(inputs.images, inputs.localization, inputs.zone)
+    mirrored = net(inputs.images.flip(-1), inputs.localization.flip(-1), inputs.zone)
+    return 0.5 * (plain + mirrored)
+
+
+class PatchClassifier(nn.Module):
+    """Ensemble of :class:`MultiScaleNet` members (mean of their mirror-averaged logits); see module docstring."""
+
+    def __init__(self, config: PatchClassifierConfig):
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList([MultiScaleNet(config) for _ in range(config.members)])
+        self.register_buffer("zone_prior", torch.full((len(ZONES),), 1.0 / len(ZONES)))
+
+    def forward(self, images: torch.Tensor, localization: torch.Tensor, zone: torch.Tensor) -> torch.Tensor:
+        inputs = PatchInputs(images, localization, zone)
+        return torch.stack([mirror_averaged_logit(member, inputs) for member in self.members]).mean(0)
+
+    @torch.no_grad()
+    def probabilities(self, inputs: PatchInputs, zones: Sequence[str | None]) -> np.ndarray:
+        """[N] float64 probabilities; a finding whose zone is ``None`` is marginalised over :data:`ZONES`."""
+        self.eval()
+        device = self.zone_prior.device
+        images, localization = inputs.images.to(device), inputs.localization.to(device)
+        known = torch.sigmoid(self(images, localization, zone_one_hot(zones).to(device)))
+        if all(zone is not None for zone in zones):
+            return known.double().cpu().numpy()
+        marginal = torch.zeros_like(known)
+        for index, zone in enumerate(ZONES):
+            one_hot = zone_one_hot([zone] * len(zones)).to(device)
+            marginal += self.zone_prior[index] * torch.sigmoid(self(images, localization, one_hot))
+        unknown = torch.tensor([zone is None for zone in zones], device=device)
+        return torch.where(unknown, marginal, known).double().cpu().numpy()
+
+
+# --------------------------------------------------------------------------- training
+def _augment(batch: PatchInputs, settings: TrainingSettings, generator: torch.Generator) -> PatchInputs:
+    """Random shift of the images (±``shift_pixels``, edge-padded; maps stay put), intensity jitter, mirror."""
+    images, localization = batch.images, batch.localization
+    count, size = images.shape[0], images.shape[-1]
+    shift = settings.shift_pixels
+    if shift:
+        padded = F.pad(images, (shift, shift, shift, shift), mode="replicate")
+        offsets = torch.randint(0, 2 * shift + 1, (count, 2), generator=generator)
+        positions = torch.arange(size)
+        rows = (offsets[:, 0, None] + positions)[:, :, None]  # [N, size, 1]
+        columns = (offsets[:, 1, None] + positions)[:, None, :]  # [N, 1, size]
+        samples = torch.arange(count)[:, None, None]
+        images = padded.permute(0, 2, 3, 1)[samples, rows, columns].permute(0, 3, 1, 2)
+    if settings.intensity_jitter:
+        jitter = settings.intensity_jitter
+        gain = 1.0 + jitter * torch.randn(count, images.shape[1], 1, 1, generator=generator)
+        offset = 0.5 * jitter * torch.randn(count, images.shape[1], 1, 1, generator=generator)
+        images = (images - 0.5) * gain + 0.5 + offset
+    flip = (torch.rand(count, generator=generator) < 0.5)[:, None, None, None]
+    images = torch.where(flip, images.flip(-1), images)
+    localization = torch.where(flip, localization.flip(-1), localization)
+    return PatchInputs(images, localization, batch.zone)
+
+
+def train_member(
+    inputs: PatchInputs,
+    labels: np.ndarray,
+    epochs: int,
+    config: PatchClassifierConfig,
+    settings: TrainingSettings,
+    seed: int,
+) -> MultiScaleNet:
+    """Train one :class:`MultiScaleNet` on ``inputs`` with bool/0-1 ``labels`` [N] (CPU, deterministic per seed)."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    net = MultiScaleNet(config)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    count = len(inputs)
+    batches = int(np.ceil(count / settings.batch_size))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, settings.learning_rate, total_steps=max(epochs * batches, 1), pct_start=settings.warmup_fraction
+    )
+    truth = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
+    if not 0 < truth.sum() < count:
+        raise ConfigError("training needs both clinically significant and non-significant findings")
+    target = truth * (1.0 - settings.label_smoothing) + 0.5 * settings.label_smoothing
+    pos_weight = (1.0 - truth.mean()) / truth.mean()
+    net.train()
+    for _ in range(epochs):
+        order = torch.randperm(count, generator=generator)
+        for start in range(0, count, settings.batch_size):
+            index = order[start : start + settings.batch_size]
+            if len(index) > 1:  # batch normalisation needs two samples
+                batch = _augment(inputs.subset(index), settings, generator)
+                logit = net(batch.images, batch.localization, batch.zone)
+                loss = F.binary_cross_entropy_with_logits(logit, target[index], pos_weight=pos_weight)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            schedule.step()
+    return net.eval()
+
+
+def train_ensemble(
+    inputs: PatchInputs,
+    labels: np.ndarray,
+    epochs: int,
+    config: PatchClassifierConfig,
+    settings: TrainingSettings,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> PatchClassifier:
+    """``config.members`` members (seeds ``seed``, ``seed + 1``, …) and the training data's zone frequencies."""
+    classifier = PatchClassifier(config)
+    for index in range(config.members):
+        classifier.members[index] = train_member(inputs, labels, epochs, config, settings, seed + index)
+        if log:
+            log(f"member {index + 1}/{config.members} trained ({epochs} epochs, {len(inputs)} findings)")
+    counts = inputs.zone.sum(0)
+    classifier.zone_prior.copy_(counts / counts.sum() if counts.sum() > 0 else classifier.zone_prior)
+    return classifier.eval()
+
+
+def choose_epochs(
+    inputs: PatchInputs,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    config: PatchClassifierConfig,
+    settings: TrainingSettings,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> tuple[int, dict[int, float]]:
+    """The epoch count of ``settings.epoch_choices`` with the best inner cross-validated AUROC.
+
+    One member per (held-out group, choice), trained on the other groups (patient-grouped folds of
+    the training data only) and scored with mirror averaging; AUROC pooled over the held-out
+    predictions. Returns ``(epochs, {choice: AUROC})``; a single choice is returned untested.
+    """
+    if len(settings.epoch_choices) == 1:
+        return settings.epoch_choices[0], {}
+    labels = np.asarray(labels).astype(bool)
+    groups = np.asarray(groups)
+    held_out = {epochs: np.zeros(len(labels)) for epochs in settings.epoch_choices}
+    for number, group in enumerate(np.unique(groups)):
+        train, test = np.nonzero(groups != group)[0], np.nonzero(groups == group)[0]
+        for epochs in settings.epoch_choices:
+            net = train_member(inputs.subset(train), labels[train], epochs, config, settings, seed + 100 + number)
+            with torch.no_grad():
+                held_out[epochs][test] = mirror_averaged_logit(net, inputs.subset(test)).numpy()
+    scores = {epochs: auroc(labels, values) for epochs, values in held_out.items()}
+    best = max(settings.epoch_choices, key=lambda epochs: scores[epochs])
+    if log:
+        log("inner CV AUROC by epochs: " + ", ".join(f"{e}: {v:.3f}" for e, v in scores.items()) + f" → {best}")
+    return best, scores
+
+
+def fit_classifier(
+    inputs: PatchInputs,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    config: PatchClassifierConfig,
+    settings: TrainingSettings,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> tuple[PatchClassifier, dict]:
+    """Choose the epochs by inner CV over ``groups`` (patient-grouped), then train the ensemble on everything.
+
+    Returns the classifier and its training record ``{"epochs", "inner_cv_auroc", "findings", "positives"}``.
+    """
+    epochs, scores = choose_epochs(inputs, labels, groups, config, settings, seed, log)
+    classifier = train_ensemble(inputs, labels, epochs, config, settings, seed, log)
+    record = {
+        "epochs": epochs,
+        "inner_cv_auroc": {str(e): round(v, 4) for e, v in scores.items()},
+        "findings": len(inputs),
+        "positives": int(np.asarray(labels).astype(bool).sum()),
+    }
+    return classifier, record
+
+
+# --------------------------------------------------------------------------- model file
+def patch_definition() -> dict:
+    """How the inputs are made (:mod:`LesionAILib.prostatex.patches`), stored in the model file."""
+    return {
+        "size": PATCH_SIZE,
+        "sequences": ["t2w", "adc", "hbv"],
+        "resolution": "native in-plane resolution of each series, axial slice nearest the point",
+        "nearest_voxel_at_row_column": list(NEAREST_VOXEL_AT),
+        "intensity": f"whole-volume histogram equalisation ({EQUALISATION_BINS} bins; one per integer)",
+        "localization": {"kind": "centred Gaussian blob", "sigma_pixels": dict(BLOB_SIGMA_PIXELS)},
+        "zones": list(ZONES),
+    }
+
+
+@dataclass
+class ClassifierMetadata:
+    """The JSON block of a patch-classifier model file."""
+
+    config: PatchClassifierConfig
+    name: str = CLASSIFIER_NAME
+    description: str = ""
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    patches: dict = field(default_factory=patch_definition)
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    intended_use: str = "research use only; not for clinical use"
+    sha256: str = ""
+
+    @property
+    def display_name(self) -> str:
+        return self.name
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "created": self.created,
+            "description": self.description,
+            "architecture": self.config.to_dict(),
+            "patches": self.patches,
+            "class_names": ["not clinically significant", "clinically significant (ProstateX ClinSig)"],
+            "training": self.training,
+            "metrics": self.metrics,
+            "intended_use": self.intended_use,
+            "synthetic_training_data": False,
+            "sha256": self.sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ClassifierMetadata:
+        return cls(
+            config=PatchClassifierConfig.from_dict(data["architecture"]),
+            name=data.get("name", CLASSIFIER_NAME),
+            description=data.get("description", ""),
+            created=data.get("created", ""),
+            patches=data.get("patches", {}),
+            training=data.get("training", {}),
+            metrics=data.get("metrics", {}),
+            intended_use=data.get("intended_use", ""),
+            sha256=data.get("sha256", ""),
+        )
+
+
+def save_classifier(classifier: PatchClassifier, metadata: ClassifierMetadata, path: str | Path) -> Path:
+    """Write the classifier and its metadata atomically (fills ``metadata.sha256``)."""
+    metadata.config = classifier.config
+    metadata.sha256 = write_container(classifier.state_dict(), metadata.to_dict(), path)
+    return Path(path)
+
+
+def bundled_classifier_path() -> Path:
+    """The ProstateX-trained classifier shipped with LesionAI."""
+    if not BUNDLED_CLASSIFIER.exists():
+        raise ModelFileError(
+            "the bundled ProstateX classifier is missing",
+            BUNDLED_CLASSIFIER,
+            "reinstall LesionAI or pass --model / --classifier-model",
+        )
+    return BUNDLED_CLASSIFIER
+
+
+def load_classifier(
+    path: str | Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[PatchClassifier, ClassifierMetadata]:
+    """Rebuild a patch classifier from its file (``None``: the bundled one) after the integrity check."""
+    path = Path(path) if path is not None else bundled_classifier_path()
+    document, tensors = read_container(path, KIND)
+    metadata = ClassifierMetadata.from_dict(document)
+    classifier = PatchClassifier(metadata.config)
+    load_weights(classifier, tensors, path)
+    return classifier.to(device).eval(), metadata

@@ -1,0 +1,2 @@
+"""Training: config, the two-phase trainer, losses, checkpoints, distributed helpers, augmentation, targets, cohorts.
+"""
