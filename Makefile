@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.lesionai-installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean system-deps
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP)
+# Off-screen rendering tests (slice views through VTK's EGL window) need Mesa's EGL; installed with
+# apt when absent (CI runs as root on Debian).
+system-deps:
+	@ldconfig -p | grep -q libEGL_mesa || { apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri; }
+
+test: $(STAMP) system-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest Testing
 

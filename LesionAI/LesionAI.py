@@ -2,9 +2,9 @@
 
 The work is done by :class:`LesionAILogic.LesionAILogic` (Qt-free; also scriptable from the Python
 console and testable on the slicer-core wheel) and by the engine, :mod:`LesionAILib`. This file only
-wires the panel to them. Analysis, next-case search and fine-tuning run in separate processes
-(:class:`LesionAILogic.jobs.JobRunner`), followed by a ``QTimer`` on the main thread: the GUI never
-waits for torch, and no Qt or MRML call happens on another thread.
+wires the panel to them. Analysis, point classification, next-case search and fine-tuning run the
+``lesionai`` commands in separate processes (:class:`LesionAILib.jobs.runner.JobRunner`), followed by a
+``QTimer`` on the main thread: the GUI never waits for torch, and no Qt or MRML call happens on another thread.
 """
 
 import logging
@@ -18,6 +18,8 @@ import qt
 import slicer
 import vtk
 from LesionAILogic import dependencies  # first: in a source checkout it puts LesionAILib on sys.path
+from LesionAILogic.candidates import PANEL_COLUMNS
+from LesionAILogic.jobs import ANALYSIS_FOLDER
 from LesionAILogic.logic import LesionAILogic
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, Decimals, SingleStep, WithinRange, parameterNodeWrapper
@@ -29,7 +31,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from LesionAILib.errors import LesionAIError
-from LesionAILib.studies.study import ROLES
+from LesionAILib.studies.roles import ROLES
 
 # Installed, Resources/ sits next to this file; in a source checkout (module path <checkout>/LesionAI) one folder up.
 _MODULE_DIR = Path(__file__).resolve().parent
@@ -37,17 +39,6 @@ RESOURCES = next(
     (d / "Resources" for d in (_MODULE_DIR, _MODULE_DIR.parent) if (d / "Resources" / "UI").is_dir()), None
 )
 GRADE_CHOICES = ("not graded", "GG0 benign", "GG1", "GG2", "GG3", "GG4", "GG5")
-CANDIDATE_COLUMNS = (
-    ("id", "id", 0),
-    ("probability", "probability", 3),
-    ("grade group", "grade", None),
-    ("volume ml", "volume (ml)", 2),
-    ("R mm", "R (mm)", 1),
-    ("A mm", "A (mm)", 1),
-    ("S mm", "S (mm)", 1),
-    ("peak", "peak", 3),
-    ("model", "model", None),
-)
 POLL_INTERVAL_MS = 200
 POINT_EVENTS = (
     slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,  # a point was placed
@@ -113,7 +104,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._jobs = {}  # kind ("analysis", "next-case", "finetune") -> (JobRunner, context)
+        self._jobs = {}  # kind ("analysis", "points", "next-case", "finetune") -> (JobRunner, context)
         self._timer = None
         self._segmentEditor = None
         self._observedAnnotation = None
@@ -173,8 +164,8 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _setupCandidateTable(self) -> None:
         table = self.ui.candidateTable
-        table.setColumnCount(len(CANDIDATE_COLUMNS))
-        table.setHorizontalHeaderLabels([title for _, title, _ in CANDIDATE_COLUMNS])
+        table.setColumnCount(len(PANEL_COLUMNS))
+        table.setHorizontalHeaderLabels([name for name, _ in PANEL_COLUMNS])
         table.horizontalHeader().setSectionResizeMode(qt.QHeaderView.ResizeToContents)
         table.verticalHeader().setVisible(False)
 
@@ -371,7 +362,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "The analysed T2 volume was removed; the result was not loaded."
         elif state.status == "finished":
             with slicer.util.tryWithErrorDisplay("Cannot show the analysis result.", waitCursor=True):
-                analysis = self.logic.loadAnalysisResult(job.work_folder / "result", t2)
+                analysis = self.logic.loadAnalysisResult(job.work_folder / ANALYSIS_FOLDER, t2)
                 self.logic.showResult(t2, self._parameterNode.heatmapOpacity)
                 self.logic.setHeatmapThreshold(t2, self._parameterNode.heatmapThreshold)
                 found = len(analysis.candidates)
@@ -405,7 +396,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.blockSignals(True)
         table.setRowCount(len(rows))
         for index, row in enumerate(rows):
-            for column, (key, _, decimals) in enumerate(CANDIDATE_COLUMNS):
+            for column, (key, decimals) in enumerate(PANEL_COLUMNS):
                 item = qt.QTableWidgetItem()
                 value = row.get(key, "")
                 if isinstance(value, float) and math.isnan(value):
@@ -443,7 +434,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.pointPlaceWidget.setCurrentNode(points)
 
     def _onPointsChanged(self, caller=None, event=None) -> None:
-        """Classify every placed point (ProstateX-trained classifier) and show them in the candidate table."""
+        """Classify every placed point (ProstateX-trained classifier, separate process); results go to the table."""
         p = self._parameterNode
         points = p.points if p else None
         if points is None or points.GetNumberOfControlPoints() == 0:
@@ -453,16 +444,28 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if not self._ensureDependencies():
             return
+        if "points" in self._jobs:  # the points changed again: that result would be stale
+            self._jobs.pop("points")[0].cancel(grace_s=0)
         volumes = {"t2w": p.t2Volume, "adc": p.adcVolume, "hbv": p.hbvVolume}
-        scored = []
-        with slicer.util.tryWithErrorDisplay("Cannot classify the point.", waitCursor=True):
-            for index in range(points.GetNumberOfControlPoints()):
-                if points.GetNthControlPointPositionStatus(index) == points.PositionDefined:
-                    result = self.logic.classifyControlPoint(volumes, points, index)
-                    scored.append(f"{points.GetNthControlPointLabel(index)}: p = {result.probability:.2f}")
-            if scored:
-                self.ui.pointResultLabel.text = f"{'; '.join(scored)} — {result.model_name} ({result.intended_use})"
-        self._showResults()
+        with slicer.util.tryWithErrorDisplay("Cannot classify the points.", waitCursor=True):
+            job = self.logic.startPointClassification(volumes, points)
+            if job is not None:
+                self._startJob("points", job, None)
+                self.ui.pointResultLabel.text = "Classifying the points…"
+
+    def _pointsProgress(self, job, _context) -> None:
+        state = job.state
+        if not state.finished:
+            return
+        if state.status == "finished":
+            with slicer.util.tryWithErrorDisplay("Cannot show the point classification."):
+                scored = self.logic.putPointClassifications(job)
+                labels = "; ".join(f"{point['label']}: p = {point['probability']:.2f}" for point in scored)
+                self.ui.pointResultLabel.text = f"{labels} — {scored[0]['model']} ({scored[0]['intended_use']})"
+            self._showResults()
+        elif state.status == "failed":
+            self.ui.pointResultLabel.text = f"Cannot classify the points: {state.error}"
+        self.logic.removeJobFolder(job)
 
     # ------------------------------------------------------------------ annotation
     def onCreateAnnotation(self) -> None:
@@ -555,7 +558,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not state.finished:
             return
         if state.status == "finished":
-            caseId = state.result.get("case")
+            caseId = state.result.get("first")
             if caseId is None:
                 self.ui.annotationStatusLabel.text = "Every case of the dataset is annotated."
             else:
@@ -649,6 +652,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _pollJobs(self) -> None:
         handlers = {
             "analysis": self._analysisProgress,
+            "points": self._pointsProgress,
             "next-case": self._nextCaseProgress,
             "finetune": self._finetuneProgress,
         }
@@ -686,7 +690,7 @@ class LesionAITest(ScriptedLoadableModuleTest):
 
     def test_LoadAnalyzeAnnotate(self):
         from LesionAILib.adaptation.deployment import read_deployment
-        from LesionAILib.phantom.generator import generate_case
+        from LesionAILib.phantom.cases import generate_case
 
         self.delayDisplay("Generating a phantom case")
         folder = Path(tempfile.mkdtemp(prefix="LesionAITest-"))

@@ -28,6 +28,13 @@ class StudyError(LesionAIError):
     """A study, series or image file cannot be used as it is."""
 
 
+class StudyWarning(UserWarning):
+    """A study can be used, but something in it is suspect; ``str()`` is one line naming the file."""
+
+    def __init__(self, message: str, path: str | Path | None = None, hint: str | None = None):
+        super().__init__(str(LesionAIError(message, path, hint)))
+
+
 class ModelFileError(LesionAIError):
     """A model file is missing, truncated, tampered with or of an unknown format."""
 

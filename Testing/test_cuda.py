@@ -10,7 +10,8 @@ from conftest import tiny_config
 
 from LesionAILib.inference.analyzer import Analyzer
 from LesionAILib.training.augmentation import AugmentConfig, augment_batch
-from LesionAILib.training.trainer import TrainConfig, Trainer
+from LesionAILib.training.config import TrainConfig
+from LesionAILib.training.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh)")
 

@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from LesionAILib.preprocessing.pipeline import PreprocessConfig
 from LesionAILib.training.cohorts import CropSampler, prepare_cases, read_cohort
+from LesionAILib.training.targets import SCORE_BY_GRADE
 
 
 def _picai_copy(phantom_cohort, root):
@@ -77,11 +78,14 @@ def test_phantom_cohort_keeps_every_lesion_and_the_cache_is_reused(phantom_cohor
     again = prepare_cases(cohort.cases, config, tmp_path)
     assert [c.case_id for c in again] == [c.case_id for c in first]
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.npy")} == stamp, "nothing recomputed"
-    case = next(c for c in first if c.lesions)
+    # a case whose every lesion is csPCa: a lesion-centred crop must then hold csPCa voxels and their score
+    case = next(c for c in first if c.lesions and all(lesion.grade_group >= 2 for lesion in c.lesions))
     image = case.image()
     assert isinstance(image, np.memmap) and image.shape == (3, 8, 32, 32)
     sampler = CropSampler(first, (8, 16, 16), lesion_fraction=1.0, seed=0)
     index = first.index(case)
     crop = sampler.sample(index, epoch=1)
-    assert crop["image"].shape == (3, 8, 16, 16) and crop["target"].max() >= 0
+    assert crop["image"].shape == (3, 8, 16, 16) and crop["cspca"].any()
+    lowest_grade = min(lesion.grade_group for lesion in case.lesions)
+    assert crop["target"].max() >= SCORE_BY_GRADE[lowest_grade] - 1e-6
     assert np.array_equal(sampler.sample(index, epoch=1)["image"], crop["image"]), "deterministic"

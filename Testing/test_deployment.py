@@ -15,7 +15,7 @@ from LesionAILib.adaptation.ordering import order_by_similarity, order_by_uncert
 from LesionAILib.errors import LesionAIError, ModelFileError
 from LesionAILib.inference.analyzer import Analyzer
 from LesionAILib.models.store import DEMO_VERSION, ModelStore
-from LesionAILib.phantom.generator import generate_case
+from LesionAILib.phantom.cases import generate_case
 from LesionAILib.training.cohorts import read_cohort
 
 
@@ -107,7 +107,7 @@ def test_uncertainty_order_is_sorted_and_keeps_its_components(phantom_cohort, ti
 
 
 def test_similarity_prefers_cases_of_the_reference_site(tmp_path, phantom_cohort, tiny_model_path):
-    from LesionAILib.phantom.generator import write_cohort
+    from LesionAILib.phantom.cohort import write_cohort
 
     other = tmp_path / "D"
     write_cohort(other, 3, site="D", seed=2)

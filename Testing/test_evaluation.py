@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from LesionAILib.errors import LesionAIError
-from LesionAILib.evaluation.picai import FP_PER_CASE, evaluate_arrays, evaluate_folders, read_sites_csv, write_plots
+from LesionAILib.evaluation.case_files import evaluate_folders
+from LesionAILib.evaluation.metrics import FP_PER_CASE, evaluate_arrays
+from LesionAILib.evaluation.plots import write_plots
+from LesionAILib.evaluation.sites import read_sites_csv
 from LesionAILib.geometry import Grid
 
 with contextlib.redirect_stdout(io.StringIO()):
@@ -249,6 +253,83 @@ def test_two_files_for_one_case_refused(hand_folders):
     write_image(maps["a"], pred_dir / "a.nrrd", GRID)
     with pytest.raises(LesionAIError, match="two detection map files for case a"):
         evaluate_folders(pred_dir, label_dir, bootstrap=0)
+
+
+@pytest.fixture
+def result_folders(hand_folders, tmp_path):
+    """The hand example as `lesionai analyze` writes it: PRED/<case>/detection_map.nrrd and .nii.gz, with
+    result.json and a heatmap beside them (a decoy: scored instead, it would change every metric), plus a
+    plots/ folder without a detection map."""
+    _, label_dir = hand_folders
+    maps, labels = hand_example()
+    pred_dir = tmp_path / "PRED"
+    for name in maps:
+        folder = pred_dir / name
+        folder.mkdir(parents=True)
+        write_image(maps[name], folder / "detection_map.nii.gz", GRID)
+        write_image(maps[name], folder / "detection_map.nrrd", GRID)
+        write_image((labels[name] > 0).astype(np.float32) * 0.95, folder / "heatmap.nii.gz", GRID)
+        (folder / "result.json").write_text(json.dumps({"case_id": name}))
+    (pred_dir / "plots").mkdir()
+    (pred_dir / "plots" / "froc.png").write_bytes(b"\x89PNG")
+    return pred_dir, label_dir
+
+
+def test_analyze_result_folders_pair_by_folder_name_and_read_the_detection_map(result_folders):
+    pred_dir, label_dir = result_folders
+    result = evaluate_folders(pred_dir, label_dir, bootstrap=0)
+    assert result.picai_metrics.subject_list == ["a", "b", "c", "d"]
+    assert (result.ap, result.auroc, result.score) == pytest.approx((0.5, 0.75, 0.625), abs=1e-12)
+    assert result.num_candidates == 4 and not result.warnings
+
+
+def test_label_without_result_folder_names_the_folder_looked_for(result_folders):
+    pred_dir, label_dir = result_folders
+    shutil.rmtree(pred_dir / "b")
+    with pytest.raises(LesionAIError, match="allow_missing") as error:
+        evaluate_folders(pred_dir, label_dir, bootstrap=0)
+    message = str(error.value)
+    assert message.startswith(str(label_dir / "b.nrrd")) and "result folder b/ with a detection_map.nrrd" in message
+    assert str(pred_dir) in message and "\n" not in message
+    result = evaluate_folders(pred_dir, label_dir, bootstrap=0, allow_missing=True)
+    assert result.picai_metrics.case_pred["b"] == 0 and result.num_lesions == 3
+    assert result.warnings == ["1 case(s) without detection map scored as empty (lesions missed): b"]
+
+
+def test_result_folder_without_label_refused_with_the_case_its_result_json_names(result_folders):
+    pred_dir, label_dir = result_folders
+    (pred_dir / "d").rename(pred_dir / "study-d")
+    with pytest.raises(LesionAIError, match="result folder study-d/ has no label study-d.nii.gz") as error:
+        evaluate_folders(pred_dir, label_dir, bootstrap=0)
+    assert str(error.value).startswith(str(pred_dir / "study-d" / "detection_map.nrrd"))
+    assert "result.json names case d" in str(error.value)
+
+
+def test_prediction_folder_with_both_layouts_refused_naming_it(result_folders):
+    pred_dir, label_dir = result_folders
+    maps, _ = hand_example()
+    write_image(maps["a"], pred_dir / "a.nii.gz", GRID)
+    with pytest.raises(LesionAIError, match=r"both detection map files \(a.nii.gz, ...\) and analysis result") as error:
+        evaluate_folders(pred_dir, label_dir, bootstrap=0)
+    assert str(error.value).startswith(f"{pred_dir}: ") and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("allow_missing", [False, True])
+def test_prediction_folder_with_neither_layout_refused_naming_it(hand_folders, tmp_path, allow_missing):
+    _, label_dir = hand_folders
+    empty = tmp_path / "empty"
+    (empty / "plots").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no maps here")
+    with pytest.raises(LesionAIError, match="no detection maps found; expected <case>.nii.gz files, or the") as error:
+        evaluate_folders(empty, label_dir, bootstrap=0, allow_missing=allow_missing)
+    assert str(error.value).startswith(f"{empty}: ")
+
+
+def test_one_cases_result_folder_refused_as_prediction_folder(result_folders):
+    pred_dir, label_dir = result_folders
+    with pytest.raises(LesionAIError, match="is the result folder of one analysed case") as error:
+        evaluate_folders(pred_dir / "a", label_dir, bootstrap=0)
+    assert str(error.value).startswith(str(pred_dir / "a"))
 
 
 @pytest.mark.parametrize(("value", "match"), [(1.5, r"\[0, 1\].*scale"), (np.nan, "NaN")])

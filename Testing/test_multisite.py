@@ -9,8 +9,9 @@ from LesionAILib.adaptation.multisite import MultisiteSettings, multisite_train
 from LesionAILib.errors import ConfigError
 from LesionAILib.jobs.events import read_events
 from LesionAILib.models.modelfile import load_model
-from LesionAILib.phantom.generator import write_cohort
-from LesionAILib.training.trainer import Curriculum, TrainConfig
+from LesionAILib.phantom.cohort import write_cohort
+from LesionAILib.training.config import TrainConfig
+from LesionAILib.training.curriculum import Curriculum
 
 
 def test_curriculum_admits_in_order_and_replays_the_reference_share():

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import FINDING_0000_LPS, FINDING_0001_LPS
+from conftest import FINDING_0000_LPS, FINDING_0001_LPS, require_module
 
 from LesionAILib.errors import StudyError
 from LesionAILib.geometry import lps_to_ras
@@ -83,7 +83,7 @@ def test_lps_and_ras_points_give_the_same_patches(extractor_0000):
 
 
 def test_equalisation_matches_scikit_image_with_65536_bins(case_0000):
-    exposure = pytest.importorskip("skimage.exposure")
+    exposure = require_module("skimage.exposure", "scikit-image is a test dependency")
     for role in ("t2w", "adc"):
         volume = sitk.GetArrayFromImage(case_0000.image(role))
         reference = exposure.equalize_hist(volume, nbins=65536)

@@ -1,4 +1,4 @@
-"""Tests of LesionAILib.phantom.generator: determinism, sites, tissue values, geometry, ground truth, difficulty and the
+"""Tests of LesionAILib.phantom: determinism, sites, tissue values, geometry, ground truth, difficulty and the
 on-disk layout. One cohort of site-A cases is generated once per module and shared."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from LesionAILib.phantom import generator as phantom
-from LesionAILib.phantom.generator import SITES, PhantomCase, generate_case, write_cohort
+from LesionAILib.phantom.cases import PhantomCase, generate_case, study_id_for
+from LesionAILib.phantom.cohort import LESION_COLUMNS, MARKSHEET_COLUMNS, write_cohort
+from LesionAILib.phantom.profiles import SITES
 
 COHORT_SEED = 3
 COHORT_SIZE = 24
@@ -307,7 +308,7 @@ def test_write_cohort_layout(tmp_path: Path):
     assert calls == [(1, 2), (2, 2)]
     expected = {"marksheet.csv", "lesions.csv", "cohort.json"}
     for case_id in ids:
-        study = phantom.study_id_for(int(case_id[1:]))
+        study = study_id_for(int(case_id[1:]))
         stem = f"{case_id}_{study}"
         expected |= {f"images/{case_id}/{stem}_{s}.mha" for s in ("t2w", "adc", "hbv")}
         expected |= {f"labels/{stem}.nii.gz", f"lesions/{stem}.nii.gz", f"zones/{stem}.nii.gz"}
@@ -321,11 +322,11 @@ def test_write_cohort_layout(tmp_path: Path):
 
     with open(out / "marksheet.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == phantom.MARKSHEET_COLUMNS
+    assert list(rows[0]) == MARKSHEET_COLUMNS
     assert [r["patient_id"] for r in rows] == ids and all(r["center"] == "B" for r in rows)
     with open(out / "lesions.csv", newline="") as f:
         lesion_rows = list(csv.DictReader(f))
-    assert list(lesion_rows[0] if lesion_rows else phantom.LESION_COLUMNS) == phantom.LESION_COLUMNS
+    assert list(lesion_rows[0] if lesion_rows else LESION_COLUMNS) == LESION_COLUMNS
 
     case = generate_case(5, "B", 1)
     assert [int(r["lesion_id"]) for r in lesion_rows if r["patient_id"] == "B0001"] == [

@@ -12,7 +12,7 @@ from conftest import FINDING_0000_ADC_IJK, FINDING_0000_LPS, FINDING_0000_T2_IJK
 
 from LesionAILib.geometry import Grid, aligned_grid, lps_to_ras, ras_to_lps
 from LesionAILib.preprocessing.pipeline import IntensityConfig, PreprocessConfig, normalise, preprocess, to_t2_grid
-from LesionAILib.preprocessing.resampling import field_of_view, resample_image, resample_image_with_fov, resample_sitk
+from LesionAILib.preprocessing.resampling import field_of_view, resample_image_with_fov, resample_sitk
 
 
 def _rotation(angles_deg) -> np.ndarray:
@@ -96,7 +96,7 @@ def test_nearest_resampling_keeps_labels_and_lands_a_voxel_where_its_centre_is()
     image = source.image_from_array(labels)
     target = aligned_grid(source, (10, 60, 60), (3.0, 0.5, 0.5))
     for backend in ("sitk", "torch"):
-        out = resample_image(image, target, "nearest", "cpu", backend).numpy()
+        out = resample_image_with_fov(image, target, "nearest", "cpu", backend)[0].numpy()
         assert set(np.unique(out)) <= {0.0, 7.0}
         hits = np.argwhere(out == 7)
         centre_in_source = source.lps_to_index(target.index_to_lps(hits.mean(0)))
@@ -139,7 +139,7 @@ def test_prostatex_0000_finding_reaches_the_same_voxel_through_every_path(case_0
     marker_image = case_0000.grid("t2w").image_from_array(marker)
     expected = np.round(grid.lps_to_index(case_0000.grid("t2w").index_to_lps(t2_voxel))).astype(int)
     for backend in ("sitk", "torch"):
-        moved = resample_image(marker_image, grid, "nearest", "cpu", backend).numpy()
+        moved = resample_image_with_fov(marker_image, grid, "nearest", "cpu", backend)[0].numpy()
         assert moved.sum() == 1 and tuple(np.argwhere(moved == 1)[0]) == tuple(expected)
     # ...and comes back onto the same T2 voxel through the inverse path
     back = sitk.GetArrayFromImage(to_t2_grid(moved, grid, prepared.t2_grid, "nearest"))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FINDING_0000_LPS, TINY_MODEL
+from conftest import FINDING_0000_LPS, TINY_MODEL, require_module
 
 from LesionAILib.cli.main import main
 from LesionAILib.errors import ModelFileError
@@ -25,11 +25,10 @@ from LesionAILib.prostatex.classifier import (
     PatchClassifier,
     PatchClassifierConfig,
     PatchInputs,
-    TrainingSettings,
     load_classifier,
     mirror_averaged_logit,
-    train_member,
 )
+from LesionAILib.prostatex.classifier_training import TrainingSettings, train_member
 from LesionAILib.prostatex.findings import load_findings
 from LesionAILib.prostatex.point_classification import PointClassifier
 
@@ -90,7 +89,7 @@ def test_a_short_training_on_a_subset_learns_its_training_findings(findings):
 
 
 def test_roc_metrics_equal_scikit_learns():
-    metrics = pytest.importorskip("sklearn.metrics")
+    metrics = require_module("sklearn.metrics", "scikit-learn is a test dependency")
     rng = np.random.default_rng(3)
     labels = rng.random(200) < 0.25
     scores = np.round(labels * 0.8 + rng.normal(size=200), 1)  # with ties
@@ -186,6 +185,8 @@ def test_analyzer_rescores_candidates_with_the_classifier_and_keeps_the_detector
     assert candidates == sorted(candidates, key=lambda c: -c.probability)
     result = analyzer.analyze(case_0000)
     assert result.to_dict()["classifier"] == CLASSIFIER_NAME and "patch_classifier" in result.timings
+    assert result.candidates, "the check below must not pass on an empty table"
     assert all(c.score_model == CLASSIFIER_NAME or "outside" in c.score_model for c in result.candidates)
     plain = Analyzer(_tiny_detector(tmp_path), device="cpu").analyze(case_0000)
-    assert "classifier" not in plain.to_dict() and all(c.detector_probability is None for c in plain.candidates)
+    assert plain.candidates and "classifier" not in plain.to_dict()
+    assert all(c.detector_probability is None for c in plain.candidates)

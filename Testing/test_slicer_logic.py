@@ -19,24 +19,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import FINDING_0000_LPS, FINDING_0000_T2_IJK, ROOT, TINY_MODEL, require_module, skip_or_fail
 
-pytest.importorskip("trame_slicer", reason="needs the slicer-core and trame-slicer wheels (pip install -e '.[mrml]')")
+require_module("trame_slicer", "needs the slicer-core and trame-slicer wheels (pip install -e '.[mrml]')")
 
-from conftest import FINDING_0000_LPS, FINDING_0000_T2_IJK, ROOT, TINY_MODEL  # noqa: E402
+
 
 sys.path.insert(0, str(ROOT / "LesionAI"))
 
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from LesionAILogic import candidates as candidate_nodes  # noqa: E402
-from LesionAILogic import dependencies, offscreen, worker  # noqa: E402
-from LesionAILogic.jobs import JobRunner  # noqa: E402
+from LesionAILogic import dependencies, offscreen  # noqa: E402
 from LesionAILogic.logic import LesionAILogic  # noqa: E402
 from LesionAILogic.volumes import ijk_to_ras_of_image, ijk_to_ras_of_node  # noqa: E402
 
 from LesionAILib.adaptation.deployment import read_deployment  # noqa: E402
 from LesionAILib.errors import LesionAIError  # noqa: E402
 from LesionAILib.inference.analyzer import Analyzer  # noqa: E402
+from LesionAILib.jobs.runner import JobRunner  # noqa: E402
 from LesionAILib.models.modelfile import ModelMetadata, save_model  # noqa: E402
 from LesionAILib.models.networks import LesionModel, ModelConfig  # noqa: E402
 from LesionAILib.preprocessing.pipeline import PreprocessConfig  # noqa: E402
@@ -393,7 +394,7 @@ def test_next_case_is_the_most_uncertain_unannotated_case(logic, volumes_0000, t
     job = logic.startNextCaseSearch(pool, model=tiny_model, device="cpu", samples=2, python=sys.executable)
     state = job.wait(timeout_s=120)
     assert state.status == "finished", state.error
-    assert state.result["case"] == expected and [item["case"] for item in state.result["order"]][0] == expected
+    assert state.result["first"] == expected and [item["case"] for item in state.result["order"]][0] == expected
     assert [e["done"] for e in state.events if e.get("stage") == "uncertainty"] == [1, 2]
     logic.scene.RemoveNode(flipped)
 
@@ -535,7 +536,7 @@ def test_finetuning_in_a_separate_process_adds_a_version_to_switch_to_and_back(a
     base = logic.addModelFile(tiny_model)
     logic.activateModelVersion(base)
     job = logic.startFinetuning(tmp_path / "site", epochs=1, classifierEpochs=1, device="cpu", python=sys.executable)
-    assert job.command[1:5] == ["-m", "LesionAILib.cli.main", "finetune", "--json-events"]
+    assert job.command[1:5] == ["-m", "LesionAILib.cli", "finetune", "--json-events"]
     assert job.command[job.command.index("--store") + 1] == str(tmp_path / "store")
     assert job.state.epochs == {1: 1, 2: 1}
     state = job.wait(timeout_s=300)
@@ -552,43 +553,49 @@ def test_finetuning_in_a_separate_process_adds_a_version_to_switch_to_and_back(a
 
 
 # --------------------------------------------------------------------------- rendering
-def _known_result(folder: Path, t2_image: sitk.Image) -> dict:
+def _known_result(folder: Path, case) -> dict:
     """A result folder with a heatmap blob (σ 4 mm) and one candidate at the ProstateX-0000 finding."""
     from LesionAILib.geometry import Grid
+    from LesionAILib.inference.analyzer import Result
+    from LesionAILib.inference.candidates import Candidate
+    from LesionAILib.inference.results import write_result
 
-    grid = Grid.from_image(t2_image)
+    grid = Grid.from_image(case.t2w)
     index = np.indices(grid.shape).reshape(3, -1).T
     points = grid.index_to_lps(index).reshape(*grid.shape, 3)
     distance = np.linalg.norm(points - np.asarray(FINDING_0000_LPS), axis=-1)
     heat = np.exp(-0.5 * (distance / 4.0) ** 2).astype(np.float32)
     labels = (heat > 0.4).astype(np.uint8)
-    folder.mkdir(parents=True)
-    sitk.WriteImage(grid.image_from_array(heat), str(folder / worker.HEATMAP_FILE))
-    sitk.WriteImage(grid.image_from_array(labels), str(folder / worker.CANDIDATE_MAP_FILE))
     x, y, z = FINDING_0000_LPS
-    candidate = {
-        "candidate_id": 1,
-        "peak": float(heat.max()),
-        "voxels": int(labels.sum()),
-        "volume_ml": float(labels.sum() * grid.voxel_volume_ml()),
-        "center_index": [8.5, 223.9, 166.8],
-        "center_lps_mm": [x, y, z],
-        "center_ras_mm": [-x, -y, z],
-        "probability": 0.9,
-        "grade_group": 3,
-        "grade_probabilities": [],
-        "zone": "PZ",
-        "score_model": "known blob",
-    }
-    summary = {
-        "case_score": 0.9,
-        "model_name": "known blob (test)",
-        "model_notice": "a test heatmap, not a model output",
-        "demo_model": False,
-        "candidates": [candidate],
-    }
-    (folder / worker.RESULT_FILE).write_text(json.dumps(summary))
-    return candidate
+    candidate = Candidate(
+        candidate_id=1,
+        peak=float(heat.max()),
+        voxels=int(labels.sum()),
+        volume_ml=float(labels.sum() * grid.voxel_volume_ml()),
+        center_index=(8.5, 223.9, 166.8),
+        center_lps_mm=(x, y, z),
+        center_ras_mm=(-x, -y, z),
+        probability=0.9,
+        grade_group=3,
+        zone="PZ",
+        score_model="known blob",
+    )
+    result = Result(
+        case_id="known",
+        model_name="known blob (test)",
+        model_notice="a test heatmap, not a model output",
+        heatmap=grid.image_from_array(heat),
+        sequence_heatmaps={},
+        detection_map=grid.image_from_array(labels * np.float32(0.9)),
+        candidate_map=grid.image_from_array(labels),
+        candidates=[candidate],
+        case_score=0.9,
+        device="cpu",
+    )
+    grid_config = PreprocessConfig(shape=(16, 64, 64), spacing=(3.0, 1.5, 1.5))
+    model = ModelMetadata("known blob", ModelConfig.from_dict(TINY_MODEL), grid_config)
+    write_result(result, case, folder, model, figures=False)
+    return candidate.to_dict()
 
 
 _GL_PROBE = """
@@ -621,7 +628,7 @@ def offscreen_gl() -> str:
         if probe.returncode == 0 and probe.stdout.split()[-2:] == [window, "1"]:
             os.environ["VTK_DEFAULT_OPENGL_WINDOW"] = window
             return window
-    pytest.skip("no off-screen OpenGL here (tried VTK's EGL and OSMesa windows): install Mesa's libEGL or libOSMesa")
+    skip_or_fail("no off-screen OpenGL here (tried VTK's EGL and OSMesa windows): install Mesa's libEGL or libOSMesa")
 
 
 def test_rendered_slice_view_shows_heat_at_the_candidate_and_grey_far_away(
@@ -629,7 +636,7 @@ def test_rendered_slice_view_shows_heat_at_the_candidate_and_grey_far_away(
 ):
     view = offscreen.create_slice_view(app, "Axial", size=(400, 400))
     t2 = volumes_0000["t2w"]
-    candidate = _known_result(tmp_path / "known", logic.caseFromNodes(*volumes_0000.values()).t2w)
+    candidate = _known_result(tmp_path / "known", logic.caseFromNodes(*volumes_0000.values()))
     try:
         logic.loadAnalysisResult(tmp_path / "known", t2)
         logic.showResult(t2, opacity=0.8)
@@ -780,7 +787,7 @@ def test_classify_point_at_the_ras_finding_gives_the_engine_probability_at_the_l
 
 
 def test_a_placed_control_point_puts_its_probability_and_model_in_the_candidate_table(app, logic, volumes_0000):
-    from LesionAILogic.logic import POINT_ROW_ID_BASE
+    from LesionAILogic.points import POINT_ROW_ID_BASE
 
     from LesionAILib.prostatex.classifier import CLASSIFIER_NAME
 
@@ -811,3 +818,84 @@ def test_a_placed_control_point_puts_its_probability_and_model_in_the_candidate_
         table = logic.resultNodes(t2)["table"]
         table.GetTable().RemoveRow(table.GetTable().GetNumberOfRows() - 1)
     assert logic.candidateRows(t2) == before
+
+
+def test_point_classification_in_a_separate_process_puts_the_in_process_probability_in_the_table(
+    app, logic, volumes_0000
+):
+    """The panel's path: `lesionai classify --json-events` in a job (torch stays out of Slicer), then the table."""
+    from LesionAILogic.points import POINT_ROW_ID_BASE
+
+    from LesionAILib.prostatex.classifier import CLASSIFIER_NAME
+
+    t2 = volumes_0000["t2w"]
+    before = logic.candidateRows(t2)
+    points = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "LesionAI points (job)")
+    moved = (FINDING_0000_RAS[0] - 6.0, FINDING_0000_RAS[1], FINDING_0000_RAS[2])
+    try:
+        points.AddControlPoint(list(FINDING_0000_RAS))
+        points.AddControlPoint(list(moved))
+        job = logic.startPointClassification(volumes_0000, points, python=sys.executable)
+        assert job.command[1:5] == ["-m", "LesionAILib.cli", "classify", "--json-events"]
+        state = job.wait(timeout_s=300)
+        assert state.status == "finished", state.error or job.stderr_path.read_text()
+        assert [e["done"] for e in state.events if e.get("stage") == "classifying"] == [1, 2]
+        scored = logic.putPointClassifications(job)
+        expected = [logic.classifyPoint(volumes_0000, point).probability for point in (FINDING_0000_RAS, moved)]
+        assert [point["probability"] for point in scored] == pytest.approx(expected, abs=1e-4)
+        rows = logic.candidateRows(t2)
+        assert len(rows) == len(before) + 2 and rows[: len(before)] == before
+        for number, (row, point) in enumerate(zip(rows[len(before) :], (FINDING_0000_RAS, moved), strict=True)):
+            assert row["id"] == POINT_ROW_ID_BASE + number + 1 and row["model"] == CLASSIFIER_NAME
+            assert (row["R mm"], row["A mm"], row["S mm"]) == pytest.approx(point, abs=1e-3)
+            assert row["probability"] == pytest.approx(expected[number], abs=1e-4)
+        assert points.GetNthControlPointDescription(1) == f"p = {scored[1]['probability']:.2f} ({CLASSIFIER_NAME})"
+        logic.removeJobFolder(job)
+    finally:
+        app.scene.RemoveNode(points)
+        table = logic.resultNodes(t2)["table"]
+        while table.GetTable().GetNumberOfRows() > len(before):
+            table.GetTable().RemoveRow(table.GetTable().GetNumberOfRows() - 1)
+    assert logic.candidateRows(t2) == before
+
+
+# --------------------------------------------------------------------------- result folders
+def test_a_lesionai_analyze_folder_of_a_phantom_case_opens_onto_its_t2_node(app, tiny_model, tmp_path):
+    """`lesionai analyze` writes the folder, the panel's loader reads it: heatmap on the T2 grid, table = CSV."""
+    import csv
+
+    from LesionAILib.cli.main import main
+    from LesionAILib.phantom.cohort import write_cohort
+
+    ids = write_cohort(tmp_path / "cohort", 1, site="C", seed=4)
+    study = next((tmp_path / "cohort" / "images").iterdir())
+    out = tmp_path / "analysis"
+    arguments = ["analyze", str(study), "--out", str(out), "--model", str(tiny_model), "--device", "cpu"]
+    assert main([*arguments, "--no-figures"]) == 0 and len(ids) == 1
+    logic = LesionAILogic(app.scene, modelStore=tmp_path / "store", workFolder=tmp_path / "jobs")
+    volumes = logic.loadStudy(study)
+    t2 = volumes["t2w"]
+    analysis = logic.loadAnalysisResult(out, t2)
+    try:
+        np.testing.assert_allclose(_matrix(analysis.heatmap), _matrix(t2), atol=1e-9)
+        assert analysis.heatmap.GetImageData().GetDimensions() == t2.GetImageData().GetDimensions()
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "heatmap.nrrd")))
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(analysis.heatmap), written)
+        with open(out / "candidates.csv", newline="") as handle:
+            table = list(csv.DictReader(handle))
+        rows = logic.candidateRows(t2)
+        assert len(rows) == len(table) >= 1
+        for row, line in zip(rows, table, strict=True):
+            assert row["id"] == int(line["id"]) and row["grade group"] == line["grade_group"]
+            assert row["model"] == line["score_model"]
+            for column, key, places in (("probability", "probability", 4), ("volume ml", "volume_ml", 4)):
+                assert row[column] == pytest.approx(float(line[key]), abs=0.6 * 10**-places), column
+            assert row["peak"] == pytest.approx(float(line["peak"]), abs=6e-5)
+            ras = [float(line[key]) for key in ("center_r_mm", "center_a_mm", "center_s_ras_mm")]
+            assert [row["R mm"], row["A mm"], row["S mm"]] == pytest.approx(ras, abs=6e-3)
+        summary = logic.resultSummary(t2)
+        assert summary["isDemoModel"] and summary["modelName"].startswith("tiny-untrained")
+        assert summary["caseScore"] == pytest.approx(float(table[0]["probability"]), abs=6e-5)
+    finally:
+        for node in [*volumes.values(), *(n for n in logic.resultNodes(t2).values() if n is not None)]:
+            app.scene.RemoveNode(node)

@@ -13,8 +13,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-import pytest
-from conftest import ROOT
+from conftest import ROOT, require_module
 
 MODULE = ROOT / "LesionAI" / "LesionAI.py"
 LOGIC = ROOT / "LesionAI" / "LesionAILogic"
@@ -120,14 +119,15 @@ def _run(code: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_logic_package_imports_without_qt_and_the_worker_without_vtk():
-    pytest.importorskip("slicer", reason="needs the slicer-core wheel")
+def test_logic_package_imports_without_qt_and_the_job_side_without_vtk_or_torch():
+    require_module("slicer", "needs the slicer-core wheel")
     result = _run(
         "import sys\n"
-        "import LesionAILogic.worker\n"
-        "assert not {'vtk', 'slicer', 'qt'} & set(sys.modules), 'the job worker must import the engine only'\n"
-        "from LesionAILogic import LesionAILogic, JobRunner\n"
-        "import LesionAILogic.dependencies, LesionAILogic.offscreen\n"
+        "import LesionAILib.cli.main, LesionAILib.jobs.runner, LesionAILib.inference.results\n"
+        "assert not {'vtk', 'slicer', 'qt'} & set(sys.modules), 'the job side must import the engine only'\n"
+        "assert not any(name.startswith('torch') for name in sys.modules), 'reading results and jobs needs no torch'\n"
+        "from LesionAILogic import LesionAILogic\n"
+        "import LesionAILogic.dependencies, LesionAILogic.offscreen, LesionAILogic.logic\n"
         "assert 'slicer' in sys.modules\n"
         "assert not {'qt', 'ctk', 'PythonQt'} & set(sys.modules), sorted(set(sys.modules) & {'qt', 'ctk'})\n"
         "assert not any(name.startswith('torch') for name in sys.modules), 'torch is loaded on first use only'\n"
@@ -137,7 +137,7 @@ def test_logic_package_imports_without_qt_and_the_worker_without_vtk():
 
 
 def test_module_import_outside_slicer_fails_only_on_slicer_application_modules():
-    pytest.importorskip("slicer", reason="needs the slicer-core wheel")
+    require_module("slicer", "needs the slicer-core wheel")
     result = _run(
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('LesionAI', {str(MODULE)!r})\n"
@@ -186,7 +186,7 @@ def test_icon_is_a_128_pixel_png():
 
 def test_slicer_dependency_list_matches_the_package_dependencies():
     """What the module pip-installs inside Slicer is what pyproject.toml declares (torch, numpy, SimpleITK aside)."""
-    tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python >= 3.11")
+    tomllib = require_module("tomllib", "tomllib is in Python >= 3.11")
     sys.path.insert(0, str(LOGIC.parent))
     from LesionAILogic import dependencies
 

@@ -12,7 +12,12 @@ from conftest import FINDING_0000_ADC_IJK, FINDING_0000_LPS, FINDING_0000_T2_IJK
 
 from LesionAILib.errors import StudyError
 from LesionAILib.geometry import Grid
-from LesionAILib.studies.study import inspect_study, open_case, open_dicom_study, open_files, open_picai_case
+from LesionAILib.studies.dicom_series import scan_folder
+from LesionAILib.studies.dicom_study import inspect_study, open_dicom_study
+from LesionAILib.studies.files import open_files
+from LesionAILib.studies.opening import open_case
+from LesionAILib.studies.picai import open_picai_case
+from LesionAILib.studies.roles import MissingRoleError, SeriesDescriptor, assign_roles, b_values_in_text, series_kind
 
 T2_0000 = "4.000000-t2tsetra-00702"
 ADC_0000 = "7.000000-ep2ddifftraDYNDISTADC-48780"
@@ -84,6 +89,60 @@ def test_2d_image_file_offered_as_t2_is_refused(tmp_path, case_0000):
         open_files(single, tmp_path / "adc.mha", tmp_path / "hbv.mha")
     message = _one_line(caught.value)
     assert str(single) in message and "2D" in message and "3D volume" in message
+
+
+# --------------------------------------------------------------------------- the role rules on descriptors
+def _axial(key: str, description: str, number: int | None = None, **facts) -> SeriesDescriptor:
+    return SeriesDescriptor(key=key, number=number, description=description, plane="axial", **facts)
+
+
+def test_dicom_series_describe_themselves_with_the_facts_of_their_headers(prostatex_dir):
+    series = {s.number: s.descriptor() for s in scan_folder(prostatex_dir / "ProstateX-0001")[0]}
+    t2 = series[10]
+    assert (t2.description, t2.plane, t2.slices, t2.in_plane_mm) == ("t2_tse_tra", "axial", 19, (0.5, 0.5))
+    assert t2.sequence_name == "*tse2d1_25" and t2.key == t2.uid and t2.acquisition_seconds is not None
+    assert series[7].b_values == (50.0, 400.0, 800.0) and "ADC" in series[8].image_type
+    assert series[1].plane == "mixed" and series[4].plane == "sagittal"
+
+
+def test_picai_file_names_fill_every_role_without_any_dicom_fact():
+    named = [_axial(f"n{i}", f"10795_1000811_{role}") for i, role in enumerate(("hbv", "adc", "t2w"))]
+    decision = assign_roles(named)
+    assert {role: choice.series.key for role, choice in decision.chosen.items()} == {
+        "t2w": "n2",
+        "adc": "n1",
+        "hbv": "n0",
+    }
+    assert decision.chosen["hbv"].b_value is None and "b-value not recorded" in decision.chosen["hbv"].reason
+
+
+def test_a_b_value_in_a_name_marks_a_single_high_b_image_but_not_an_acquired_multi_b_series():
+    assert b_values_in_text("DWI b1400") == (1400.0,) and b_values_in_text("ep2d_diff_tra_DYNDIST") == ()
+    assert series_kind(_axial("a", "diff b1400", b_values=(1400.0,))) == "dwi_calc"
+    assert series_kind(_axial("b", "ep2d_diff_b800", b_values=(50.0, 400.0, 800.0))) == "dwi"
+    assert series_kind(_axial("c", "high-b")) == "dwi_calc" and series_kind(_axial("d", "t2_tse_tra")) == "t2"
+
+
+def test_t2_tie_without_acquisition_times_goes_to_the_highest_series_number_and_says_the_times_are_unknown():
+    offered = [
+        _axial("t10", "t2_tse_tra", 10, in_plane_mm=(0.5, 0.5)),
+        _axial("t6", "t2_tse_tra", 6, in_plane_mm=(0.5, 0.5)),
+        _axial("a", "ADC", 8),
+        _axial("h", "CALC_BVAL diff", 9),
+    ]
+    decision = assign_roles(offered)
+    assert decision.chosen["t2w"].series.key == "t10"
+    reason = decision.chosen["t2w"].reason
+    assert "acquisition time not known" in reason and "series 6 (t2_tse_tra)" in reason and "inf" not in reason
+    assert decision.notes["t6"].startswith("axial T2 candidate not chosen: series 10")
+    assert assign_roles(offered, overrides={"t2w": "t6"}).chosen["t2w"].series.number == 6
+
+
+def test_a_role_nothing_fills_names_the_role_and_what_was_seen():
+    with pytest.raises(MissingRoleError) as caught:
+        assign_roles([_axial("t", "t2_tse_tra", 4), SeriesDescriptor("s", 3, "t2_tse_sag", plane="sagittal")])
+    assert caught.value.role == "adc"
+    assert caught.value.detail == "series seen: 3 t2_tse_sag [t2, sagittal]; 4 t2_tse_tra [t2, axial]"
 
 
 # --------------------------------------------------------------------------- reading and geometry

@@ -16,7 +16,9 @@ from conftest import ROOT, tiny_config
 from LesionAILib.errors import ConfigError
 from LesionAILib.jobs.events import Cancelled, CancelToken, EventLog, read_events
 from LesionAILib.models.modelfile import load_model
-from LesionAILib.training.trainer import TrainConfig, Trainer, load_checkpoint, save_checkpoint
+from LesionAILib.training.checkpoints import load_checkpoint, save_checkpoint
+from LesionAILib.training.config import TrainConfig
+from LesionAILib.training.trainer import Trainer
 
 
 def _write_config(path: Path, config: dict) -> Path:

@@ -39,9 +39,10 @@ from common import ROOT, machine, print_table  # noqa: E402
 from LesionAILib.evaluation.validation import cohort_detections, localization_only, score  # noqa: E402
 from LesionAILib.inference.analyzer import Analyzer  # noqa: E402
 from LesionAILib.models.modelfile import bundled_model_path, read_metadata  # noqa: E402
-from LesionAILib.phantom.generator import write_cohort  # noqa: E402
+from LesionAILib.phantom.cohort import write_cohort  # noqa: E402
 from LesionAILib.training.cohorts import read_cohort  # noqa: E402
-from LesionAILib.training.trainer import TrainConfig, Trainer  # noqa: E402
+from LesionAILib.training.config import TrainConfig  # noqa: E402
+from LesionAILib.training.trainer import Trainer  # noqa: E402
 
 TRAIN_SITES, TEST_SITE, CASES, SEED = ("A", "B", "D"), "C", 80, 1
 # early-fusion U-Net with about as many parameters as the fusion localizer + classifier (0.53 M vs 0.58 M)

@@ -39,9 +39,10 @@ from LesionAILib.adaptation.ordering import case_uncertainty, descriptors, simil
 from LesionAILib.evaluation.validation import prepared_detections  # noqa: E402
 from LesionAILib.inference.analyzer import Analyzer  # noqa: E402
 from LesionAILib.models.modelfile import load_model  # noqa: E402
-from LesionAILib.phantom.generator import write_cohort  # noqa: E402
+from LesionAILib.phantom.cohort import write_cohort  # noqa: E402
 from LesionAILib.training.cohorts import prepare_cases, read_cohort  # noqa: E402
-from LesionAILib.training.trainer import Phase1Config, Phase2Config, TrainConfig, Trainer, picai_scores  # noqa: E402
+from LesionAILib.training.config import Phase1Config, Phase2Config, TrainConfig  # noqa: E402
+from LesionAILib.training.trainer import Trainer, picai_scores  # noqa: E402
 
 STRATEGIES = ("uncertainty", "random", "similarity", "first")
 

@@ -21,8 +21,9 @@ import torch  # noqa: E402
 from common import machine, peak_rss_mb, print_table, require_shared  # noqa: E402
 
 from LesionAILib.inference.analyzer import Analyzer  # noqa: E402
-from LesionAILib.phantom.generator import generate_case  # noqa: E402
-from LesionAILib.studies.study import Case, SeriesSource, open_dicom_study  # noqa: E402
+from LesionAILib.phantom.cases import generate_case  # noqa: E402
+from LesionAILib.studies.case import Case, SeriesSource  # noqa: E402
+from LesionAILib.studies.dicom_study import open_dicom_study  # noqa: E402
 
 STAGES = ("preprocess", "localization", "candidates", "classification", "resample_to_t2", "total")
 

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from common import current_rss_mb, machine, median_ms, peak_rss_mb, print_table, require_shared, time_call  # noqa: E402
 
 from LesionAILib.preprocessing.pipeline import PreprocessConfig, preprocess  # noqa: E402
-from LesionAILib.studies.study import open_dicom_study  # noqa: E402
+from LesionAILib.studies.dicom_study import open_dicom_study  # noqa: E402
 
 SHAPE, SPACING = (20, 256, 256), (3.0, 0.5, 0.5)
 

@@ -45,10 +45,9 @@ from LesionAILib.evaluation.roc import ScoreSummary, summarise  # noqa: E402
 from LesionAILib.prostatex.classifier import (  # noqa: E402
     ClassifierMetadata,
     PatchClassifierConfig,
-    TrainingSettings,
-    fit_classifier,
     save_classifier,
 )
+from LesionAILib.prostatex.classifier_training import TrainingSettings, fit_classifier  # noqa: E402
 from LesionAILib.prostatex.findings import Findings, classifier_fit_predict, cross_validate, load_findings  # noqa: E402
 
 CENTRE = slice(14, 18)  # the central 4 × 4 pixels of a 32 × 32 patch

@@ -3,20 +3,24 @@
 =====================  ================================================================
 module                 concern
 =====================  ================================================================
-``logic``              :class:`LesionAILogic`, the scripting API (load, analyze, annotate, fine-tune)
+``logic``              :class:`LesionAILogic`, the scripting API: a facade over the parts below
+``inputs``             studies into volume nodes, their roles, volume nodes into an engine case
+``models``             the versioned model store the panel offers
+``results``            heatmap, candidate table and outlines of a T2; result folders; reading
+``points``             point and classify (ProstateX patch classifier) into the candidate table
+``dataset``            annotation segmentations and the deployment dataset
+``jobs``               the ``lesionai`` commands the panel runs in separate processes
 ``volumes``            SimpleITK images ↔ volume nodes with exact geometry (LPS ↔ RAS)
 ``roles``              which loaded volume is T2 / ADC / high-b
 ``display``            heat colour node, heatmap window/threshold, slice-view layers, jumping
 ``candidates``         candidate table node and candidate outline segmentation
 ``annotation``         lesion segmentations with grades → deployment lesion mask
-``jobs``               :class:`JobRunner`: a process followed through JSON-lines events, no threads
-``worker``             ``python -m LesionAILogic.worker``: analysis / next-case jobs (engine only)
 ``dependencies``       torch and pip packages inside Slicer: checks and safe installation
 ``offscreen``          headless slice-view screenshots (slicer-core + trame-slicer)
 =====================  ================================================================
 
-Names are imported lazily, so ``python -m LesionAILogic.worker`` (a job process) loads neither
-VTK nor MRML, and ``import LesionAILogic`` costs nothing until a name is used.
+Names are imported lazily, so ``import LesionAILogic`` costs nothing until a name is used. The
+job processes run the engine's own command line (``python -m LesionAILib.cli``), never this package.
 
 Where the engine is: installed in Slicer, ``LesionAILib`` sits next to this package (on Slicer's
 module path). Run from a source checkout (Slicer's "Additional module paths" pointing at
@@ -38,9 +42,7 @@ if importlib.util.find_spec("LesionAILib") is None:
 
 _EXPORTS = {
     "LesionAILogic": "logic",
-    "SceneAnalysis": "logic",
-    "JobRunner": "jobs",
-    "JobState": "jobs",
+    "SceneAnalysis": "results",
 }
 
 __all__ = sorted(_EXPORTS)

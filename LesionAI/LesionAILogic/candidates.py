@@ -1,67 +1,62 @@
 """Lesion candidates in the scene: the candidate table node and one outlined segment per candidate.
 
-Table columns (one row per candidate, highest probability first, as the engine orders them):
-
-=============  ======  ==========================================================
-column         type    meaning
-=============  ======  ==========================================================
-id             int     candidate id (also its value in the engine's candidate map)
-probability    double  probability of clinically significant cancer (0–1)
-grade group    string  most likely ISUP grade group "0"–"5" ("" without a classifier)
-volume ml      double  candidate region volume, millilitres
-R mm, A mm,    double  region centroid, Slicer RAS millimetres
-S mm
-peak           double  highest heatmap value in the region (0–1)
-model          string  the model that produced the probability
-=============  ======  ==========================================================
+The table's columns are the engine's candidate fields that have a ``scene_name``
+(:data:`LesionAILib.inference.candidates.CANDIDATE_FIELDS`: id, probability, grade group, peak,
+volume ml, R/A/S mm, model), in that order, with their descriptions and units on the table node;
+one row per candidate, highest probability first, as the engine orders them. Classified points
+(:func:`point_row`) are rows with an id of their own and no grade, peak or volume.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
 
+from LesionAILib.inference.candidates import CANDIDATE_FIELDS
 from LesionAILib.palette import OUTLINE_COLORS
 
 from .display import outline_segmentation
 from .volumes import set_node_from_array
 
-COLUMNS = ("id", "probability", "grade group", "volume ml", "R mm", "A mm", "S mm", "peak", "model")
-_COLUMN_TYPES = {"id": vtk.vtkIntArray, "grade group": vtk.vtkStringArray, "model": vtk.vtkStringArray}
-_DESCRIPTIONS = {
-    "id": ("candidate id", ""),
-    "probability": ("probability of clinically significant cancer", ""),
-    "grade group": ("most likely ISUP grade group", ""),
-    "volume ml": ("candidate volume", "ml"),
-    "R mm": ("centroid, right", "mm"),
-    "A mm": ("centroid, anterior", "mm"),
-    "S mm": ("centroid, superior", "mm"),
-    "peak": ("highest heatmap value in the candidate", ""),
-    "model": ("model that scored the candidate", ""),
-}
+SCENE_FIELDS = tuple(spec for spec in CANDIDATE_FIELDS if spec.scene_name)
+COLUMNS = tuple(spec.scene_name for spec in SCENE_FIELDS)
+# (column, decimals shown; None for text) for the panel's table
+PANEL_COLUMNS = tuple((spec.scene_name, spec.decimals if spec.type is float else None) for spec in SCENE_FIELDS)
 CANDIDATE_ID_TAG = "LesionAI.CandidateId"
 PROBABILITY_TAG = "LesionAI.Probability"
 GRADE_TAG = "LesionAI.GradeGroup"
 
 
+def _is_text(spec) -> bool:
+    """Text columns: strings, and optional integers (an empty cell when unset, e.g. no grade group)."""
+    return spec.type is str or spec.optional
+
+
+def _empty(spec):
+    return "" if _is_text(spec) else float("nan")
+
+
 def candidate_row(candidate, model_name: str) -> dict:
     """One table row (column name → value) for an engine :class:`~LesionAILib.inference.candidates.Candidate`."""
-    r, a, s = (float(v) for v in candidate.center_ras_mm)
-    return {
-        "id": int(candidate.candidate_id),
-        "probability": float(candidate.probability),
-        "grade group": "" if candidate.grade_group is None else str(int(candidate.grade_group)),
-        "volume ml": float(candidate.volume_ml),
-        "R mm": r,
-        "A mm": a,
-        "S mm": s,
-        "peak": float(candidate.peak),
-        "model": candidate.score_model or model_name,
-    }
+    row = {}
+    for spec in SCENE_FIELDS:
+        value = spec.value(candidate)
+        row[spec.scene_name] = spec.format(value) if _is_text(spec) else value
+    row["model"] = candidate.score_model or model_name
+    return row
+
+
+def point_row(row_id: int, probability: float, ras_point: Sequence[float], model_name: str) -> dict:
+    """The row of a classified point: its id, probability, RAS position (mm) and model; no region fields."""
+    row = {spec.scene_name: _empty(spec) for spec in SCENE_FIELDS}
+    r, a, s = (float(v) for v in ras_point)
+    row.update({"id": int(row_id), "probability": float(probability), "R mm": r, "A mm": a, "S mm": s})
+    row["model"] = model_name
+    return row
 
 
 def fill_table(table_node, candidates: Sequence, model_name: str) -> None:
@@ -70,19 +65,36 @@ def fill_table(table_node, candidates: Sequence, model_name: str) -> None:
     disabled = table_node.StartModify()
     table = table_node.GetTable()
     table.Initialize()
-    for name in COLUMNS:
-        column = _COLUMN_TYPES.get(name, vtk.vtkDoubleArray)()
-        column.SetName(name)
+    for spec in SCENE_FIELDS:
+        if _is_text(spec):
+            column = vtk.vtkStringArray()
+        else:
+            column = vtk.vtkIntArray() if spec.type is int else vtk.vtkDoubleArray()
+        column.SetName(spec.scene_name)
         column.SetNumberOfValues(len(rows))
         for index, row in enumerate(rows):
-            column.SetValue(index, row[name])
+            column.SetValue(index, row[spec.scene_name])
         table.AddColumn(column)
-        description, unit = _DESCRIPTIONS[name]
-        table_node.SetColumnDescription(name, description)
-        if unit:
-            table_node.SetColumnUnitLabel(name, unit)
+        table_node.SetColumnDescription(spec.scene_name, spec.description)
+        if spec.unit:
+            table_node.SetColumnUnitLabel(spec.scene_name, spec.unit)
     table_node.SetUseColumnTitleAsColumnHeader(True)
     table_node.SetLocked(True)
+    table_node.Modified()
+    table_node.EndModify(disabled)
+
+
+def set_row(table_node, values: Mapping[str, object]) -> None:
+    """Replace the row whose id is ``values["id"]`` (or add it) with ``values`` (column name → value)."""
+    cells = table_node.GetTable()
+    ids = cells.GetColumnByName("id")
+    row = next((r for r in range(cells.GetNumberOfRows()) if ids.GetValue(r) == int(values["id"])), None)
+    disabled = table_node.StartModify()
+    if row is None:
+        row = cells.InsertNextBlankRow()
+    for name, value in values.items():
+        cells.GetColumnByName(name).SetValue(row, value)
+    cells.Modified()
     table_node.Modified()
     table_node.EndModify(disabled)
 
@@ -93,11 +105,11 @@ def read_table(table_node) -> list[dict]:
     rows = []
     for index in range(table.GetNumberOfRows()):
         row = {}
-        for name in COLUMNS:
-            column = table.GetColumnByName(name)
+        for spec in SCENE_FIELDS:
+            column = table.GetColumnByName(spec.scene_name)
             if column is not None:
                 value = column.GetValue(index)
-                row[name] = value if name in _COLUMN_TYPES else float(value)
+                row[spec.scene_name] = value if _is_text(spec) or spec.type is int else float(value)
         rows.append(row)
     return rows
 

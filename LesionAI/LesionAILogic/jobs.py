@@ -1,274 +1,27 @@
-"""Long jobs in a separate process, followed without threads: start, poll, cancel.
+"""The panel's long jobs: the real ``lesionai`` commands in separate processes (torch never loads in Slicer).
 
-A :class:`JobRunner` starts a command (usually ``python -m LesionAILib.cli.main finetune ... --json-events``
-or ``python -m LesionAILogic.worker analyze ...``) with its stdout redirected to
-``<work folder>/events.jsonl`` and its stderr to ``stderr.log``. :meth:`JobRunner.poll` reads the
-lines written since the last call, parses the complete JSON lines into :class:`JobState`, and
-never blocks; the Slicer panel calls it from a ``QTimer`` on the main thread, so no Qt or MRML
-call ever happens on another thread. Reading files instead of pipes works the same on Linux,
-macOS and Windows and cannot dead-lock on a full pipe.
-
-:meth:`JobRunner.cancel` asks the process to stop (SIGTERM on POSIX, which LesionAILib jobs turn
-into a clean cancel at the next step, leaving their previous state intact; TerminateProcess on
-Windows) and kills it if it is still running ``grace_s`` seconds later (checked by ``poll``).
-
-Events are those of :class:`LesionAILib.jobs.events.EventLog`: ``{"event": "progress", "stage" | "phase",
-"epoch", "done", "total", "loss"}``, ``{"event": "epoch", "phase", "epoch", "train_loss",
-"val_score", ...}``, ``{"event": "validation", "model", "score", ...}`` and a job-specific final
-event (``"finetuned"``, ``"analysis_done"``, ``"next_case"``) whose fields become
-:attr:`JobState.result`.
+Each job runs ``<python> -m LesionAILib.cli <command> --json-events --cancel-file <job>/CANCEL ...``
+(:func:`LesionAILib.jobs.runner.lesionai_job`) in its own folder under the work folder, with the
+input volumes written there first when it needs them. The caller polls the returned
+:class:`~LesionAILib.jobs.runner.JobRunner` (the panel from a ``QTimer``), reads ``job.state``
+and, once finished, loads what the command wrote (e.g. :meth:`SceneResults.loadAnalysisResult`
+on ``job.work_folder / "result"``) on the main thread.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-RESULT_EVENTS = ("finetuned", "analysis_done", "next_case")
-_ERROR_PREFIX = "lesionai: error: "
+import SimpleITK as sitk
 
+from LesionAILib.jobs.runner import JobRunner, lesionai_job
+from LesionAILib.studies.roles import ROLES
 
-@dataclass
-class JobState:
-    """What is known about a job so far (updated by :meth:`JobRunner.poll`).
-
-    Attributes:
-        status: ``"not started"``, ``"running"``, ``"cancelling"``, ``"finished"``, ``"failed"`` or ``"cancelled"``.
-        stage: the current stage (``"prepare"``, ``"preprocess"``, ``"phase 1"``, …).
-        phase, epoch: training phase (1 localization, 2 classification) and epoch of the last event.
-        done, total: progress within the current stage/epoch.
-        loss: last training loss; validation_score: last validation score (epoch or final validation).
-        epochs: epochs planned per phase (``{1: 8, 2: 4}``) when the caller knows them (epoch bar).
-        result: fields of the job's final event; error: a one-line message when it failed.
-        events: every parsed event, oldest first; log: lines that were not JSON (plain output).
-    """
-
-    status: str = "not started"
-    stage: str = ""
-    phase: int | None = None
-    epoch: int | None = None
-    done: int = 0
-    total: int = 0
-    loss: float | None = None
-    validation_score: float | None = None
-    epochs: dict[int, int] = field(default_factory=dict)
-    result: dict | None = None
-    error: str = ""
-    returncode: int | None = None
-    events: list[dict] = field(default_factory=list)
-    log: list[str] = field(default_factory=list)
-
-    @property
-    def fraction(self) -> float:
-        """Progress within the current stage, 0–1."""
-        return min(1.0, self.done / self.total) if self.total else 0.0
-
-    @property
-    def epoch_fraction(self) -> float:
-        """Progress over all planned epochs of all phases, 0–1 (needs :attr:`epochs`)."""
-        planned = sum(self.epochs.values())
-        if not planned or self.phase is None or self.epoch is None:
-            return 1.0 if self.status == "finished" else 0.0
-        before = sum(count for phase, count in self.epochs.items() if phase < self.phase)
-        return min(1.0, (before + max(0, self.epoch - 1) + self.fraction) / planned)
-
-    @property
-    def finished(self) -> bool:
-        return self.status in ("finished", "failed", "cancelled")
-
-    def describe(self) -> str:
-        """One line for a status label."""
-        if self.status in ("failed", "cancelled"):
-            return self.error or self.status
-        parts = [self.stage or self.status]
-        if self.epoch is not None and self.phase is not None:
-            planned = self.epochs.get(self.phase)
-            parts.append(f"epoch {self.epoch}" + (f"/{planned}" if planned else ""))
-        if self.total:
-            parts.append(f"{self.done}/{self.total}")
-        if self.loss is not None:
-            parts.append(f"loss {self.loss:.4f}")
-        if self.validation_score is not None:
-            parts.append(f"validation {self.validation_score:.3f}")
-        return ", ".join(parts)
-
-    def apply(self, event: dict) -> None:
-        """Update the state from one event."""
-        self.events.append(event)
-        kind = event.get("event")
-        if "phase" in event and isinstance(event["phase"], int):
-            self.phase = event["phase"]
-        if "epoch" in event and isinstance(event["epoch"], int):
-            self.epoch = event["epoch"]
-        if kind == "progress":
-            self.stage = str(event.get("stage") or (f"phase {event['phase']}" if "phase" in event else self.stage))
-            self.done = int(event.get("done", 0))
-            self.total = int(event.get("total", 0))
-            if isinstance(event.get("loss"), (int, float)):
-                self.loss = float(event["loss"])
-        elif kind == "epoch" and isinstance(event.get("val_score"), (int, float)):
-            self.validation_score = float(event["val_score"])
-        elif kind == "validation" and isinstance(event.get("score"), (int, float)):
-            self.validation_score = float(event["score"])
-        elif kind in RESULT_EVENTS:
-            self.result = {k: v for k, v in event.items() if k not in ("event", "time")}
-            after = event.get("validation_after")
-            if isinstance(after, Mapping) and isinstance(after.get("score"), (int, float)):
-                self.validation_score = float(after["score"])
-
-
-class JobRunner:
-    """Run ``command`` in a separate process and follow its JSON-lines events (see module docstring).
-
-    Args:
-        command: the program and its arguments.
-        work_folder: where ``events.jsonl`` and ``stderr.log`` go (created; results may go there too).
-        env: extra environment variables (``PYTHONPATH`` entries are prepended, not replaced).
-        epochs: epochs planned per phase, for :attr:`JobState.epoch_fraction`.
-    """
-
-    def __init__(
-        self,
-        command: Sequence[str],
-        work_folder: str | Path,
-        env: Mapping[str, str] | None = None,
-        epochs: Mapping[int, int] | None = None,
-    ):
-        self.command = [str(part) for part in command]
-        self.work_folder = Path(work_folder)
-        self.env = dict(env or {})
-        self.state = JobState(epochs=dict(epochs or {}))
-        self._process: subprocess.Popen | None = None
-        self._offset = 0
-        self._partial = b""
-        self._kill_at: float | None = None
-
-    @property
-    def events_path(self) -> Path:
-        return self.work_folder / "events.jsonl"
-
-    @property
-    def stderr_path(self) -> Path:
-        return self.work_folder / "stderr.log"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def start(self) -> JobRunner:
-        """Start the process (returns immediately)."""
-        if self._process is not None:
-            raise RuntimeError("job already started")
-        self.work_folder.mkdir(parents=True, exist_ok=True)
-        environment = os.environ.copy()
-        for key, value in self.env.items():
-            if key == "PYTHONPATH" and environment.get("PYTHONPATH"):
-                value = os.pathsep.join([value, environment["PYTHONPATH"]])
-            environment[key] = value
-        environment["PYTHONUNBUFFERED"] = "1"
-        with open(self.events_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
-            self._process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                env=environment,
-                cwd=self.work_folder,
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
-            )
-        self.state.status = "running"
-        return self
-
-    def poll(self) -> list[dict]:
-        """Read new output, update :attr:`state`, return the new events. Never blocks."""
-        if self._process is None:
-            return []
-        returncode = self._process.poll()
-        new_events = self._read_events()
-        if returncode is None:
-            if self._kill_at is not None and time.monotonic() >= self._kill_at:
-                self._process.kill()
-            return new_events
-        if not self.state.finished:
-            new_events += self._read_events(final=True)
-            self._finish(returncode)
-        return new_events
-
-    def wait(self, timeout_s: float | None = None, interval_s: float = 0.1) -> JobState:
-        """Poll until the job ends (for scripts and tests; the GUI polls from a timer instead)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not self.state.finished:
-            self.poll()
-            if deadline is not None and time.monotonic() > deadline and not self.state.finished:
-                self.cancel(grace_s=0.0)
-                raise TimeoutError(f"job did not finish within {timeout_s} s: {' '.join(self.command)}")
-            time.sleep(interval_s)
-        return self.state
-
-    def cancel(self, grace_s: float = 10.0) -> None:
-        """Ask the job to stop; it is killed if still running ``grace_s`` seconds later. Never blocks."""
-        if self._process is None or self._process.poll() is not None:
-            return
-        self.state.status = "cancelling"
-        self._process.terminate()
-        self._kill_at = time.monotonic() + grace_s
-        if grace_s <= 0:
-            self._process.kill()
-
-    # ------------------------------------------------------------------ internals
-    def _read_events(self, final: bool = False) -> list[dict]:
-        try:
-            with open(self.events_path, "rb") as handle:
-                handle.seek(self._offset)
-                chunk = handle.read()
-        except FileNotFoundError:
-            return []
-        self._offset += len(chunk)
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = b"" if final else lines.pop()
-        events = []
-        for raw in lines:
-            text = raw.decode("utf-8", errors="replace").strip()
-            if not text:
-                continue
-            try:
-                event = json.loads(text)
-            except json.JSONDecodeError:
-                event = None
-            if isinstance(event, dict) and "event" in event:
-                self.state.apply(event)
-                events.append(event)
-            else:
-                self.state.log.append(text)
-        return events
-
-    def _finish(self, returncode: int) -> None:
-        self.state.returncode = returncode
-        if self.state.status == "cancelling":
-            self.state.status = "cancelled"
-            self.state.error = "cancelled; the previous model and data are unchanged"
-        elif returncode == 0:
-            self.state.status = "finished"
-        else:
-            self.state.status = "failed"
-            self.state.error = self._error_line(returncode)
-
-    def _error_line(self, returncode: int) -> str:
-        try:
-            lines = [line.strip() for line in self.stderr_path.read_text(errors="replace").splitlines() if line.strip()]
-        except FileNotFoundError:
-            lines = []
-        for line in reversed(lines):
-            if line.startswith(_ERROR_PREFIX):
-                return line[len(_ERROR_PREFIX) :]
-        return lines[-1] if lines else f"the job ended with exit status {returncode}"
+ANALYSIS_FOLDER = "result"  # the `lesionai analyze --out` folder inside an analysis job's folder
 
 
 def python_executable() -> str:
@@ -278,3 +31,108 @@ def python_executable() -> str:
         if found:
             return found
     return sys.executable
+
+
+def _job_environment() -> dict[str, str]:
+    """PYTHONPATH for job processes: the folder holding LesionAILib (in Slicer: the module folder)."""
+    import LesionAILib
+
+    return {"PYTHONPATH": str(Path(LesionAILib.__file__).resolve().parents[1])}
+
+
+class SceneJobs:
+    """Starts ``lesionai`` jobs on the scene's volumes; each gets a folder under ``workFolder`` (default: a new
+    temporary folder)."""
+
+    def __init__(self, inputs, models, workFolder: str | Path | None = None):
+        self._inputs = inputs
+        self._models = models
+        self._workFolder = Path(workFolder) if workFolder else None
+
+    def start(
+        self,
+        command: str,
+        arguments: Sequence[str],
+        python: str | None = None,
+        case=None,
+        epochs: Mapping[int, int] | None = None,
+        context: object = None,
+    ) -> JobRunner:
+        """Start ``lesionai <command> <arguments>`` in a new job folder (the command's working directory, so
+        relative paths land there); ``case``'s three images are written there first and given as
+        ``--t2w/--adc/--hbv``."""
+        if self._workFolder is None:
+            self._workFolder = Path(tempfile.mkdtemp(prefix="LesionAI-"))
+        self._workFolder.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{command}-", dir=self._workFolder))
+        if case is not None:
+            files = {role: folder / "inputs" / f"{role}.nrrd" for role in ROLES}
+            files["t2w"].parent.mkdir()
+            for role, path in files.items():
+                sitk.WriteImage(case.image(role), str(path), False)
+            arguments = [*(part for role in ROLES for part in (f"--{role}", str(files[role]))), *arguments]
+        python = python or python_executable()
+        return lesionai_job(command, arguments, folder, python, _job_environment(), epochs, context).start()
+
+    def startAnalysis(
+        self, t2, adc, hbv, model: str | Path | None = None, device: str = "auto", python: str | None = None
+    ) -> JobRunner:
+        """``lesionai analyze`` of the three volumes in a separate process (returns at once).
+
+        The inputs are checked and written to the job's folder first (errors raise here). Poll the
+        returned job; when it has finished, call :meth:`loadAnalysisResult` with
+        ``job.work_folder / "result"`` on the main thread.
+        """
+        case = self._inputs.caseFromNodes(t2, adc, hbv)
+        arguments = ["--out", ANALYSIS_FOLDER, "--case-id", case.case_id, "--no-figures"]
+        arguments += ["--model", str(self._models.modelPath(model)), "--device", device]
+        return self.start("analyze", arguments, python, case=case)
+
+    def startNextCaseSearch(
+        self,
+        poolFolder: str | Path,
+        model: str | Path | None = None,
+        device: str = "auto",
+        samples: int = 8,
+        python: str | None = None,
+    ) -> JobRunner:
+        """``lesionai order --by uncertainty --unannotated`` of a deployment dataset in a separate process;
+        the job's result is ``{"by", "order": [{"case", "score", ...}], "first": case id or None}``."""
+        arguments = [str(poolFolder), "--by", "uncertainty", "--unannotated", "--samples", str(int(samples))]
+        arguments += ["--model", str(self._models.modelPath(model)), "--device", device]
+        return self.start("order", arguments, python)
+
+    def startFinetuning(
+        self,
+        datasetFolder: str | Path,
+        epochs: int = 8,
+        classifierEpochs: int = 4,
+        device: str = "auto",
+        force: bool = False,
+        base: str | None = None,
+        runFolder: str | Path | None = None,
+        python: str | None = None,
+    ) -> JobRunner:
+        """Start ``lesionai finetune`` on a deployment dataset in a separate process (returns at once).
+
+        The job validates the base and the fine-tuned model on held-out cases and stores a new
+        version, activated only if it validates at least as well (or ``force``). Follow it with
+        ``job.poll()``: ``job.state`` has the stage, epoch (of ``epochs``/``classifierEpochs``),
+        loss and validation score; ``job.state.result`` the final ``{"version", "activated",
+        "validation_before", "validation_after", ...}``. ``job.cancel()`` stops it, leaving the
+        store unchanged; rerunning with the same ``runFolder`` resumes.
+        """
+        arguments = ["--dataset", str(datasetFolder), "--store", str(self._models.modelStore.root), "--device", device]
+        arguments += ["--epochs", str(int(epochs)), "--classifier-epochs", str(int(classifierEpochs))]
+        if runFolder:
+            arguments += ["--run-dir", str(runFolder)]
+        if base:
+            arguments += ["--base", base]
+        if force:
+            arguments.append("--force")
+        return self.start("finetune", arguments, python, epochs={1: int(epochs), 2: int(classifierEpochs)})
+
+    def removeJobFolder(self, job: JobRunner) -> None:
+        """Delete a finished job's folder (inputs, outputs, logs)."""
+        if job.state.finished and self._workFolder and job.work_folder.parent == self._workFolder:
+            shutil.rmtree(job.work_folder, ignore_errors=True)

@@ -1,123 +1,233 @@
-"""Decide which loaded volume is the T2, the ADC map and the high-b DWI, from names, attributes and geometry.
+"""Which loaded volume is the T2, the ADC map and the high-b DWI: nodes become descriptors, the engine's rules choose.
 
-For volumes LesionAI loaded itself the role is recorded on the node (:data:`ROLE_ATTRIBUTE`, set from
-the engine's DICOM rules in :mod:`LesionAILib.studies.study`) and wins. For other volumes (Slicer's DICOM
-browser names them ``"<series number>: <description>"``, files are named as the user chose) the
-role is guessed from the name and the ``DICOM.SeriesDescription`` attribute:
+The rules are the engine's (:mod:`LesionAILib.studies.roles`), the same ones ``lesionai inspect``
+applies to a DICOM folder; this module only gathers the facts they read, for each node, from the
+best source it has:
 
-* **adc** — mentions ADC or "apparent";
-* **hbv** — mentions a computed b-value (calc, bval), high-b, ``b1400``-style b-values, or DWI/diffusion/trace;
-* **t2w** — mentions T2 and is not a localizer/scout.
+1. **DICOM headers.** A volume Slicer's DICOM module loaded carries ``DICOM.instanceUIDs``; the files
+   are looked up in Slicer's DICOM database and their headers read with pydicom
+   (:func:`~LesionAILib.studies.dicom_study.series_of_files`) — exactly what ``lesionai inspect`` reads.
+2. **What the node carries** (volumes loaded from files, or DICOM volumes whose files cannot be
+   found): the name (``"<series number>: <description>"`` as the DICOM module names volumes), the
+   ``DICOM.*`` attributes LesionAI sets when it loads a study, b-values written in the name
+   (``b1400``), and the geometry (plane of the slice normal, in-plane spacing, slice count).
+   Facts neither gives (image type, sequence, acquisition time, ...) are reported as missing.
 
-Among several candidates for a role: axial before other planes (slice normal closest to S), then a
-computed high-b series before acquired DWI, the higher b-value in the name, the finer in-plane
-spacing, the lower series number. Explicit overrides always win.
+Explicit overrides win, then roles recorded on the nodes (:data:`ROLE_ATTRIBUTE`: set when LesionAI
+loaded the study, or by an earlier assignment); both go to the engine as its overrides, so the
+other roles are still chosen relative to them (e.g. the ADC acquired closest to the chosen T2).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import slicer
 
 from LesionAILib.errors import LesionAIError
-from LesionAILib.studies.study import ADC_PATTERN as _ADC
-from LesionAILib.studies.study import DWI_PATTERN as _DWI
-from LesionAILib.studies.study import LOCALIZER_PATTERN as _LOCALIZER
-from LesionAILib.studies.study import ROLE_NAMES, ROLES
-from LesionAILib.studies.study import T2_PATTERN as _T2
+from LesionAILib.geometry import LPS_TO_RAS
+from LesionAILib.studies import roles as engine_roles
+from LesionAILib.studies.dicom_study import series_of_files
+from LesionAILib.studies.roles import ROLE_NAMES, ROLES, MissingRoleError, SeriesDescriptor
 
 from .volumes import ijk_to_ras_of_node
 
 ROLE_ATTRIBUTE = "LesionAI.Role"
 ROLE_REASON_ATTRIBUTE = "LesionAI.RoleReason"
 OUTPUT_ATTRIBUTE = "LesionAI.Output"  # set on volumes LesionAI computed (heatmaps): never an input
+INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # Slicer's DICOM module: the SOPInstanceUIDs of the loaded files
+# what LesionAILogic.loadStudy records on the volumes it adds (LesionAILogic.inputs.DICOM_ATTRIBUTES)
+_SERIES_NUMBER_ATTRIBUTE = "DICOM.SeriesNumber"
+_SERIES_DESCRIPTION_ATTRIBUTE = "DICOM.SeriesDescription"
+_SERIES_UID_ATTRIBUTE = "DICOM.SeriesInstanceUID"
+_B_VALUE_ATTRIBUTE = "DICOM.DiffusionBValue"
+# facts only DICOM headers give
+_HEADER_ONLY_FACTS = ("image type", "sequence name", "scanning sequence", "echo train length", "acquisition time")
 
-# Volume names add "high-b", "hbv" and "b1400"-style names to the engine's DICOM description patterns.
-_CALC = re.compile(r"calc|bval|high[-_ ]?b|hbv|\bb[-_ ]?\d{3,4}\b", re.IGNORECASE)
-_B_VALUE = re.compile(r"\bb[-_ ]?(\d{3,4})\b", re.IGNORECASE)
-_SERIES_NUMBER = re.compile(r"^\s*(\d+)\s*:")
-
-
-def _label(node) -> str:
-    return f"{node.GetName()} {node.GetAttribute('DICOM.SeriesDescription') or ''}"
-
-
-def guess_role(node) -> str | None:
-    """The role a volume node looks like from its name/description (``None`` if none)."""
-    text = _label(node)
-    if _ADC.search(text):
-        return "adc"
-    if _CALC.search(text) or _DWI.search(text):
-        return "hbv"
-    if _T2.search(text) and not _LOCALIZER.search(text):
-        return "t2w"
-    return None
+# SOPInstanceUID -> file path ("" when unknown), as ctkDICOMDatabase.fileForInstance answers
+InstanceFile = Callable[[str], str]
 
 
-def _axialness(node) -> float:
-    """|cos| of the angle between the slice normal and the S axis (1 for a true axial volume)."""
-    normal = ijk_to_ras_of_node(node)[:3, 2]
-    return float(abs(normal[2]) / (np.linalg.norm(normal) or 1.0))
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the role rules know about one volume node.
+
+    Attributes:
+        node: the volume node.
+        descriptor: the facts, keyed by the node's ID.
+        source: where they came from (``"DICOM headers of 19 files"`` or ``"name and geometry"``, and why).
+        missing: facts the rules read that were not known for this node (e.g. ``"acquisition time"``).
+    """
+
+    node: object
+    descriptor: SeriesDescriptor
+    source: str
+    missing: tuple[str, ...]
 
 
-def _rank(node, role: str) -> tuple:
-    text = _label(node)
-    spacing = node.GetSpacing()
-    b_values = [int(b) for b in _B_VALUE.findall(text)]
-    number = _SERIES_NUMBER.match(node.GetName())
-    return (
-        -round(_axialness(node), 2),
-        role == "hbv" and not _CALC.search(text),
-        -max(b_values, default=0),
-        round(float(np.mean(spacing[:2])), 3),
-        int(number.group(1)) if number else 10**6,
-        node.GetName(),
+@dataclass(eq=False)
+class RoleAssignment(Mapping):
+    """``{role: node}`` for t2w, adc and hbv (compares equal to a plain dict of the same nodes), with why.
+
+    Attributes:
+        nodes: ``{role: volume node}``.
+        reasons: ``{role: why this node}``.
+        missing: ``{role: facts the chosen node lacked}`` (empty when its DICOM headers were read).
+        facts: ``{node ID: NodeFacts}`` for every volume offered.
+    """
+
+    nodes: dict[str, object]
+    reasons: dict[str, str]
+    missing: dict[str, tuple[str, ...]]
+    facts: dict[str, NodeFacts]
+
+    def __getitem__(self, role: str):
+        return self.nodes[role]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+def _dicom_database_lookup() -> InstanceFile | None:
+    database = getattr(slicer, "dicomDatabase", None)
+    return database.fileForInstance if database is not None else None
+
+
+def _facts_from_headers(node, instance_file: InstanceFile | None) -> NodeFacts | str:
+    """The node's facts from its DICOM files' headers, or why they cannot be read."""
+    if instance_file is None:
+        return "no DICOM database to find its files"
+    uids = node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE).split()
+    paths = [path for path in (instance_file(uid) for uid in uids) if path and Path(path).is_file()]
+    series = series_of_files(paths) if paths else None
+    if series is None:
+        return f"none of its {len(uids)} DICOM files found in the database"
+    descriptor = dataclasses.replace(series.descriptor(), key=node.GetID())
+    return NodeFacts(node, descriptor, f"DICOM headers of {len(series.files)} files", ())
+
+
+def _number_and_description(node) -> tuple[int | None, str]:
+    """Series number and description from LesionAI's attributes, else from a ``"<number>: <description>"`` name."""
+    name = node.GetName()
+    prefix, colon, rest = name.partition(":")
+    named_number = int(prefix) if colon and prefix.strip().isdigit() else None
+    recorded_number = node.GetAttribute(_SERIES_NUMBER_ATTRIBUTE) or ""
+    number = int(recorded_number) if recorded_number.isdigit() else named_number
+    named_description = rest.strip() if named_number is not None else name
+    description = node.GetAttribute(_SERIES_DESCRIPTION_ATTRIBUTE) or named_description
+    return number, description
+
+
+def _facts_from_node(node, why_not_headers: str) -> NodeFacts:
+    """The node's facts from its name, attributes and geometry (LPS mm)."""
+    number, description = _number_and_description(node)
+    recorded_b = node.GetAttribute(_B_VALUE_ATTRIBUTE)
+    b_values = (float(recorded_b),) if recorded_b else engine_roles.b_values_in_text(description)
+    image_data = node.GetImageData()
+    missing = list(_HEADER_ONLY_FACTS)
+    if number is None:
+        missing.insert(0, "series number")
+    if not b_values:
+        missing.append("b-values")
+    plane, in_plane, slices = "unknown", None, 0
+    if image_data is None:
+        missing += ["slice orientation", "pixel spacing", "slices"]
+    else:
+        columns = LPS_TO_RAS @ ijk_to_ras_of_node(node)[:3, :3]  # RAS -> LPS; columns: i, j, k steps in mm
+        spacing = np.linalg.norm(columns, axis=0)
+        plane = engine_roles.plane_of_normal(columns[:, 2])
+        in_plane = (float(spacing[1]), float(spacing[0]))  # DICOM PixelSpacing order: row (j), column (i)
+        slices = int(image_data.GetDimensions()[2])
+    descriptor = SeriesDescriptor(
+        key=node.GetID(),
+        number=number,
+        description=description,
+        b_values=b_values,
+        plane=plane,
+        in_plane_mm=in_plane,
+        slices=slices,
+        uid=node.GetAttribute(_SERIES_UID_ATTRIBUTE) or "",
     )
+    return NodeFacts(node, descriptor, f"name and geometry: {why_not_headers}", tuple(missing))
 
 
-def assign_roles(volume_nodes: Sequence, overrides: Mapping[str, object] | None = None) -> tuple[dict, dict]:
-    """Choose a volume node for each role.
+def node_facts(node, instance_file: InstanceFile | None = None) -> NodeFacts:
+    """The facts the engine's role rules read about a volume node, and which of them were missing.
+
+    Args:
+        node: a scalar volume node.
+        instance_file: SOPInstanceUID → file path (Slicer: ``slicer.dicomDatabase.fileForInstance``);
+            ``None`` when there is no DICOM database.
+    """
+    if not node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE):
+        return _facts_from_node(node, "not loaded from DICOM")
+    from_headers = _facts_from_headers(node, instance_file)
+    return from_headers if isinstance(from_headers, NodeFacts) else _facts_from_node(node, from_headers)
+
+
+def _given_roles(inputs: Sequence, user: Mapping[str, object]) -> dict[str, tuple[object, str]]:
+    """``{role: (node, reason)}`` the user chose or a node records; the user first, then the last node recording it."""
+    given = {role: (node, "chosen by the user") for role, node in user.items()}
+    taken = {node.GetID() for node in user.values()}
+    for node in inputs:
+        role = node.GetAttribute(ROLE_ATTRIBUTE)
+        if role in ROLES and role not in user and node.GetID() not in taken:
+            reason = node.GetAttribute(ROLE_REASON_ATTRIBUTE) or "role recorded when LesionAI loaded the study"
+            given[role] = (node, reason)
+    return given
+
+
+def _missing_text(missing: Sequence[str]) -> str:
+    return f"; not known for this volume: {', '.join(missing)}" if missing else ""
+
+
+def assign_roles(
+    volume_nodes: Sequence,
+    overrides: Mapping[str, object] | None = None,
+    instance_file: InstanceFile | None = None,
+) -> RoleAssignment:
+    """Choose a volume node for each role by the engine's role rules.
 
     Args:
         volume_nodes: candidate scalar volume nodes (nodes LesionAI computed are ignored).
-        overrides: ``{role: node}``; always wins.
-
-    Returns:
-        ``(nodes, reasons)``: ``{role: node}`` and ``{role: why it was chosen}``.
+        overrides: ``{role: node}``; always wins (it must be axial, as for ``lesionai inspect``).
+        instance_file: SOPInstanceUID → file path; default: Slicer's DICOM database, when there is one.
 
     Raises:
-        LesionAIError: a role cannot be filled (the message lists the volumes seen).
+        LesionAIError: a role cannot be filled (the message lists the volumes seen, as the rules saw
+            them), or an override is not axial.
     """
-    overrides = {role: node for role, node in (overrides or {}).items() if node is not None}
-    unknown = set(overrides) - set(ROLES)
-    if unknown:
-        raise LesionAIError(f"unknown role(s) {', '.join(sorted(unknown))}; roles are {', '.join(ROLES)}")
+    user = {role: node for role, node in (overrides or {}).items() if node is not None}
     inputs = [n for n in volume_nodes if n is not None and not n.GetAttribute(OUTPUT_ATTRIBUTE)]
-    chosen, reasons = {}, {}
-    for role, node in overrides.items():
-        chosen[role], reasons[role] = node, "chosen by the user"
-    taken = {node.GetID() for node in chosen.values()}
-    for role in ROLES:
-        if role in chosen:
-            continue
-        recorded = [n for n in inputs if n.GetAttribute(ROLE_ATTRIBUTE) == role and n.GetID() not in taken]
-        guessed = [n for n in inputs if guess_role(n) == role and n.GetID() not in taken]
-        if recorded:
-            node = sorted(recorded, key=lambda n: _rank(n, role))[0]
-            reason = node.GetAttribute(ROLE_REASON_ATTRIBUTE) or "role recorded when LesionAI loaded the study"
-        elif guessed:
-            node = sorted(guessed, key=lambda n: _rank(n, role))[0]
-            reason = f"name '{node.GetName()}' looks like the {ROLE_NAMES[role]}"
-            if len(guessed) > 1:
-                reason += f" (chosen among {len(guessed)}: axial first, then the finest spacing)"
+    inputs += [n for n in user.values() if all(n.GetID() != other.GetID() for other in inputs)]
+    lookup = instance_file if instance_file is not None else _dicom_database_lookup()
+    facts = {node.GetID(): node_facts(node, lookup) for node in inputs}
+    given = _given_roles(inputs, user)
+    try:
+        decision = engine_roles.assign_roles(
+            [f.descriptor for f in facts.values()], None, {role: node.GetID() for role, (node, _) in given.items()}
+        )
+    except MissingRoleError as error:
+        name = ROLE_NAMES[error.role]
+        raise LesionAIError(
+            f"no volume looks like the {name} ({error.detail})", hint=f"choose the {name} volume explicitly"
+        ) from None
+    nodes, reasons, missing = {}, {}, {}
+    for role, choice in decision.chosen.items():
+        chosen = facts[choice.series.key]
+        nodes[role], missing[role] = chosen.node, chosen.missing
+        if role in given:
+            reasons[role] = given[role][1]
         else:
-            seen = ", ".join(f"'{n.GetName()}'" for n in inputs) or "no volumes loaded"
-            raise LesionAIError(
-                f"no volume looks like the {ROLE_NAMES[role]} ({seen})",
-                hint=f"choose the {ROLE_NAMES[role]} volume explicitly",
+            reasons[role] = (
+                f"'{chosen.node.GetName()}' looks like the {ROLE_NAMES[role]}: {choice.reason} "
+                f"(facts from {chosen.source}){_missing_text(chosen.missing)}"
             )
-        chosen[role], reasons[role] = node, reason
-        taken.add(node.GetID())
-    return chosen, reasons
+    return RoleAssignment(nodes, reasons, missing, facts)

@@ -43,7 +43,7 @@ import SimpleITK as sitk
 from LesionAILib.atomic_io import write_json_atomic
 from LesionAILib.errors import LesionAIError, StudyError
 from LesionAILib.geometry import Grid
-from LesionAILib.studies.study import ROLES
+from LesionAILib.studies.roles import ROLES
 from LesionAILib.training.cohorts import CaseRecord, LesionRecord
 
 FORMAT = "lesionai-deployment"

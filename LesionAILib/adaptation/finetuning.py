@@ -17,21 +17,23 @@ A run killed at any point resumes from its last checkpoint when started again wi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from LesionAILib.adaptation.deployment import read_deployment
-from LesionAILib.adaptation.ordering import order_by_uncertainty
+from LesionAILib.adaptation.deployment import DeploymentDataset, read_deployment
+from LesionAILib.adaptation.ordering import OrderedCase, order_by_uncertainty
 from LesionAILib.errors import LesionAIError
 from LesionAILib.inference.analyzer import Analyzer
 from LesionAILib.jobs.events import CancelToken, EventLog
-from LesionAILib.models.modelfile import load_model
+from LesionAILib.models.modelfile import ModelMetadata, load_model
 from LesionAILib.models.store import ModelStore
-from LesionAILib.training.cohorts import prepare_cases
-from LesionAILib.training.trainer import Curriculum, Phase1Config, Phase2Config, TrainConfig, Trainer
+from LesionAILib.training.cohorts import CaseRecord, prepare_cases
+from LesionAILib.training.config import Phase1Config, Phase2Config, TrainConfig
+from LesionAILib.training.curriculum import Curriculum
+from LesionAILib.training.splits import DEPLOYMENT_STREAM, split_train_validation
+from LesionAILib.training.trainer import Trainer
 
 MIN_ANNOTATED = 4
 
@@ -70,6 +72,80 @@ class FinetuneResult:
         return dataclasses.asdict(self)
 
 
+# --------------------------------------------------------------------------- 1. data
+def annotated_split(
+    deployment: DeploymentDataset, settings: FinetuneSettings
+) -> tuple[list[CaseRecord], list[CaseRecord]]:
+    """(train, held-out) records of the annotated cases; too few annotated cases are an error."""
+    annotated = deployment.annotated
+    if len(annotated) < MIN_ANNOTATED:
+        raise LesionAIError(
+            f"fine-tuning needs at least {MIN_ANNOTATED} annotated cases; {deployment.root} has {len(annotated)}",
+            hint="annotate more cases (lesionai order --by uncertainty suggests which)",
+        )
+    train, held_out = split_train_validation(annotated, settings.val_fraction, settings.seed, DEPLOYMENT_STREAM)
+    return [case.record() for case in train], [case.record() for case in held_out]
+
+
+def finetune_config(
+    metadata: ModelMetadata, settings: FinetuneSettings, run_dir: Path, description: str
+) -> TrainConfig:
+    """The training configuration of a fine-tuning run: the base model's grid and architecture,
+    the fine-tuning budget of ``settings``, the cache inside ``run_dir``."""
+    return TrainConfig(
+        name=f"{metadata.name}-finetuned",
+        description=description,
+        seed=settings.seed,
+        cache_dir=str(run_dir / "cache"),
+        device=settings.device,
+        preprocess=metadata.preprocess,
+        model=metadata.architecture,
+        phase1=Phase1Config(
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            crops_per_case=settings.crops_per_case,
+            crop=tuple(min(c, s) for c, s in zip(Phase1Config.crop, metadata.preprocess.shape, strict=True)),
+            lr=settings.lr,
+            patience=settings.epochs,
+        ),
+        phase2=Phase2Config(
+            epochs=settings.classifier_epochs, lr=settings.classifier_lr, patience=settings.classifier_epochs
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- 2. order
+def uncertainty_curriculum(
+    analyzer: Analyzer,
+    records: list[CaseRecord],
+    settings: FinetuneSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[OrderedCase], Curriculum]:
+    """The training cases by decreasing uncertainty of the base model, and the curriculum admitting them so."""
+    ranking = order_by_uncertainty(analyzer, records, settings.uncertainty_samples, progress)
+    curriculum = Curriculum([item.case_id for item in ranking], settings.start_fraction, settings.ramp_epochs)
+    return ranking, curriculum
+
+
+# --------------------------------------------------------------------------- 4. store
+def publish(
+    store: ModelStore, path: Path, base: str, before: dict, after: dict, val_cases: int, train_cases: int, force: bool
+) -> tuple[str, bool]:
+    """Add the fine-tuned model as a new version; activate it if it validates at least as well as
+    ``base`` (or ``force``). Returns (version, activated)."""
+    better = after["score"] >= before["score"]
+    note = (
+        f"fine-tuned from {base} on {train_cases} cases; held-out score {after['score']:.3f} vs "
+        f"{before['score']:.3f} before" + ("" if better else ("; activated by force" if force else "; not activated"))
+    )
+    version = store.add(
+        path, parent=base, validation={"before": before, "after": after, "val_cases": val_cases}, note=note
+    )
+    if better or force:
+        store.activate(version)
+    return version, better or force
+
+
 def finetune(
     dataset: str | Path,
     store: ModelStore,
@@ -89,83 +165,34 @@ def finetune(
     events = events or EventLog(run_dir / "progress.jsonl")
     for problem in deployment.problems:
         events.emit("skipped", reason=problem)
-    annotated = deployment.annotated
-    if len(annotated) < MIN_ANNOTATED:
-        raise LesionAIError(
-            f"fine-tuning needs at least {MIN_ANNOTATED} annotated cases; {dataset} has {len(annotated)}",
-            hint="annotate more cases (lesionai order --by uncertainty suggests which)",
-        )
-    order = np.random.default_rng([settings.seed, 11]).permutation(len(annotated))
-    val_count = max(1, int(round(settings.val_fraction * len(annotated))))
-    val_records = [annotated[i].record() for i in sorted(order[:val_count])]
-    train_records = [annotated[i].record() for i in sorted(order[val_count:])]
+    train_records, val_records = annotated_split(deployment, settings)
 
-    model, metadata = load_model(base_path, "cpu")
-    config = TrainConfig(
-        name=f"{metadata.name}-finetuned",
-        description=f"fine-tuned from {base} on {len(train_records)} deployment cases of {dataset}",
-        seed=settings.seed,
-        cache_dir=str(run_dir / "cache"),
-        device=settings.device,
-        preprocess=metadata.preprocess,
-        model=metadata.architecture,
-        phase1=Phase1Config(
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            crops_per_case=settings.crops_per_case,
-            crop=tuple(min(c, s) for c, s in zip(Phase1Config.crop, metadata.preprocess.shape, strict=True)),
-            lr=settings.lr,
-            patience=settings.epochs,
-        ),
-        phase2=Phase2Config(
-            epochs=settings.classifier_epochs, lr=settings.classifier_lr, patience=settings.classifier_epochs
-        ),
-    )
-
-    def progress(stage: str):
+    def progress(stage: str) -> Callable[[int, int], None]:
         return lambda done, total: events.emit("progress", stage=stage, done=done, total=total)
 
+    model, metadata = load_model(base_path, "cpu")
+    description = f"fine-tuned from {base} on {len(train_records)} deployment cases of {dataset}"
+    config = finetune_config(metadata, settings, run_dir, description)
     train_cases = prepare_cases(train_records, config.preprocess, config.cache_dir, progress("prepare"))
     val_cases = prepare_cases(val_records, config.preprocess, config.cache_dir, progress("prepare"))
     analyzer = Analyzer((model, metadata), device=settings.device)
-    ranking = order_by_uncertainty(analyzer, train_records, settings.uncertainty_samples, progress("uncertainty"))
+    ranking, curriculum = uncertainty_curriculum(analyzer, train_records, settings, progress("uncertainty"))
     events.emit("order", by="uncertainty", cases=[item.to_dict() for item in ranking])
-    curriculum = Curriculum([item.case_id for item in ranking], settings.start_fraction, settings.ramp_epochs)
-    trainer = Trainer(
-        config,
-        run_dir,
-        events,
-        cancel or CancelToken(run_dir / "CANCEL"),
-        train_cases,
-        val_cases,
-        initial_model=model,
-        curriculum=curriculum,
-    )
-    before = trainer.validate(use_classifier=model.classifier is not None)
+
+    # 3. fine-tune, validating before and after on the held-out cases
+    cancel = cancel or CancelToken(run_dir / "CANCEL")
+    trainer = Trainer(config, run_dir, events, cancel, train_cases, val_cases, model, curriculum)
+    with_classifier = model.classifier is not None
+    before = trainer.validate(use_classifier=with_classifier)
     events.emit("validation", model=base, **before)
-    path = trainer.run("both" if model.classifier is not None else "1", run_dir / "model.safetensors")
-    after = trainer.validate(use_classifier=model.classifier is not None)
+    path = trainer.run("both" if with_classifier else "1", run_dir / "model.safetensors")
+    after = trainer.validate(use_classifier=with_classifier)
     events.emit("validation", model="finetuned", **after)
-    better = after["score"] >= before["score"]
-    note = (
-        f"fine-tuned from {base} on {len(train_cases)} cases; held-out score {after['score']:.3f} vs "
-        f"{before['score']:.3f} before" + ("" if better else ("; activated by force" if force else "; not activated"))
-    )
-    version = store.add(
-        path, parent=base, validation={"before": before, "after": after, "val_cases": len(val_cases)}, note=note
-    )
-    if better or force:
-        store.activate(version)
+
+    version, activated = publish(store, path, base, before, after, len(val_cases), len(train_cases), force)
+    ranked = [item.to_dict() for item in ranking]
     result = FinetuneResult(
-        version,
-        base,
-        better or force,
-        before,
-        after,
-        len(train_cases),
-        len(val_cases),
-        [item.to_dict() for item in ranking],
-        deployment.problems,
+        version, base, activated, before, after, len(train_cases), len(val_cases), ranked, deployment.problems
     )
     events.emit("finetuned", **result.to_dict())
     return result

@@ -3,7 +3,7 @@
 1. Describe every case of the reference dataset (the one the model was trained on) and of the
    new dataset with the pretrained model (:func:`LesionAILib.adaptation.ordering.order_by_similarity`).
 2. Train on the new dataset in order of decreasing similarity: the most similar cases are admitted
-   first and the less similar ones progressively (:class:`LesionAILib.training.trainer.Curriculum`), while
+   first and the less similar ones progressively (:class:`LesionAILib.training.curriculum.Curriculum`), while
    a share of every epoch replays reference cases so the first site is not forgotten.
 3. Phases 1 and 2 as in ordinary training, starting from the pretrained weights.
 
@@ -22,10 +22,13 @@ import numpy as np
 from LesionAILib.adaptation.ordering import order_by_similarity
 from LesionAILib.errors import ConfigError
 from LesionAILib.inference.analyzer import Analyzer
-from LesionAILib.jobs.events import EventLog
+from LesionAILib.jobs.events import CancelToken, EventLog
 from LesionAILib.models.modelfile import load_model
 from LesionAILib.training.cohorts import prepare_cases, read_cohort
-from LesionAILib.training.trainer import Curriculum, TrainConfig, Trainer, training_and_validation_records
+from LesionAILib.training.config import TrainConfig
+from LesionAILib.training.curriculum import Curriculum
+from LesionAILib.training.splits import training_and_validation_records
+from LesionAILib.training.trainer import Trainer
 
 ORDERS = ("similarity", "random", "none")
 
@@ -54,12 +57,13 @@ def multisite_train(
     phases: str = "both",
     output: str | Path | None = None,
     events: EventLog | None = None,
+    cancel: CancelToken | None = None,
 ) -> Path:
     """Train ``pretrained`` further on ``config.train`` (the new site) with replay of ``reference``.
 
     The architecture and preprocessing come from the pretrained model file; ``config`` supplies the
     data, epochs and learning rates. Validation uses ``config.val`` or a split of the new site.
-    Returns the model file path.
+    ``cancel`` stops it at the next step (default: the run folder's ``CANCEL`` file). Returns the model file path.
     """
     settings = settings or MultisiteSettings()
     run_dir = Path(run_dir)
@@ -72,17 +76,15 @@ def multisite_train(
     if clash:
         raise ConfigError(f"case ids appear in both datasets (e.g. {sorted(clash)[0]}); they must be unique")
 
-    def progress(stage: str):
-        return lambda done, total: events.emit("progress", stage=stage, done=done, total=total)
-
-    new_cases = prepare_cases(new_records, config.preprocess, config.cache_dir, progress("prepare"))
-    reference_cases = prepare_cases(reference_records, config.preprocess, config.cache_dir, progress("prepare"))
-    val_cases = prepare_cases(val_records, config.preprocess, config.cache_dir, progress("prepare"))
+    preparing = events.progress_callback("prepare")
+    new_cases = prepare_cases(new_records, config.preprocess, config.cache_dir, preparing)
+    reference_cases = prepare_cases(reference_records, config.preprocess, config.cache_dir, preparing)
+    val_cases = prepare_cases(val_records, config.preprocess, config.cache_dir, preparing)
     ids = [r.case_id for r in new_records]
     if settings.order == "similarity":
         analyzer = Analyzer((model, metadata), device=config.device)
         ranking = order_by_similarity(
-            analyzer, reference_records, new_records, settings.neighbours, progress("similarity")
+            analyzer, reference_records, new_records, settings.neighbours, events.progress_callback("similarity")
         )
         ids = [item.case_id for item in ranking]
         events.emit("order", by="similarity", cases=[item.to_dict() for item in ranking])
@@ -90,5 +92,5 @@ def multisite_train(
         ids = [ids[i] for i in np.random.default_rng([config.seed, 13]).permutation(len(ids))]
     start, ramp = (1.0, 1) if settings.order == "none" else (settings.start_fraction, settings.ramp_epochs)
     curriculum = Curriculum(ids, start, ramp, [r.case_id for r in reference_records], settings.replay_fraction)
-    trainer = Trainer(config, run_dir, events, None, new_cases + reference_cases, val_cases, model, curriculum)
+    trainer = Trainer(config, run_dir, events, cancel, new_cases + reference_cases, val_cases, model, curriculum)
     return trainer.run(phases, output)

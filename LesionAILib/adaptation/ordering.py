@@ -17,8 +17,9 @@ cannot be estimated; the nearest-neighbour distance needs neither.
 * ``mc_dropout``: Monte-Carlo dropout — the localization network is run ``samples`` times with its
   dropout active; the per-voxel standard deviation of the combined map, averaged over the
   voxels where the mean map exceeds 0.1 (or over the top 1 % of the mean map if none),
-* ``tta``: the same standard deviation over test-time augmentations (identity, left-right mirror,
-  ±1 voxel shifts in-plane),
+* ``tta``: the same standard deviation over the test-time augmentations the Analyzer uses
+  (:data:`~LesionAILib.inference.tta.UNCERTAINTY_TTA`: identity, left-right mirror, 1-voxel
+  shifts in-plane),
 * ``entropy``: the largest binary entropy (bits) of the candidates' csPCa probabilities,
 * ``score`` = mean(2 · mc_dropout, 2 · tta, entropy) — each term lies in [0, 1] (a [0, 1]-valued
   map has a standard deviation of at most 0.5).
@@ -35,8 +36,9 @@ import torch
 
 from LesionAILib.inference.analyzer import Analyzer
 from LesionAILib.inference.candidates import extract_candidates
+from LesionAILib.inference.tta import UNCERTAINTY_TTA
 from LesionAILib.preprocessing.pipeline import Preprocessed, preprocess
-from LesionAILib.studies.study import Case
+from LesionAILib.studies.case import Case
 from LesionAILib.training.cohorts import CaseRecord
 
 
@@ -79,24 +81,17 @@ def _map_spread(maps: torch.Tensor) -> float:
 @torch.no_grad()
 def case_uncertainty(analyzer: Analyzer, prepared: Preprocessed, samples: int = 8, seed: int = 0) -> dict[str, float]:
     """The uncertainty components and score of one preprocessed case (see module docstring)."""
-    model = analyzer.model
-    images = prepared.image.to(analyzer.device)[None]
+    model, images = analyzer.model, prepared.image.to(analyzer.device)
     torch.manual_seed(seed)
     _enable_dropout(model, True)
     try:
-        mc = torch.stack([model(images)["combined"][0, 0].float() for _ in range(samples)])
+        mc = torch.stack([model(images[None])["combined"][0, 0].float() for _ in range(samples)])
     finally:
         _enable_dropout(model, False)
-    variants = [
-        (lambda x: x, lambda y: y),
-        (lambda x: torch.flip(x, dims=[-1]), lambda y: torch.flip(y, dims=[-1])),
-        (lambda x: torch.roll(x, 1, dims=-1), lambda y: torch.roll(y, -1, dims=-1)),
-        (lambda x: torch.roll(x, 1, dims=-2), lambda y: torch.roll(y, -1, dims=-2)),
-    ]
-    tta = torch.stack([undo(model(forward(images))["combined"][0, 0].float()) for forward, undo in variants])
+    tta, _ = analyzer.localize_augmented(images, UNCERTAINTY_TTA)
     combined = tta.mean(0)
     candidates, _ = extract_candidates(combined.cpu().numpy(), prepared.grid, max_candidates=analyzer.max_candidates)
-    analyzer.classify(prepared.image.to(analyzer.device), combined, candidates)
+    analyzer.classify(images, combined, candidates)
     probabilities = np.clip([c.probability for c in candidates], 1e-6, 1 - 1e-6)
     entropy = (
         float(np.max(-(probabilities * np.log2(probabilities) + (1 - probabilities) * np.log2(1 - probabilities))))

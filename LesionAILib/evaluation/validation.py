@@ -7,7 +7,7 @@
   :meth:`Analyzer.analyze`; detection maps in the original T2 geometry are compared with the
   cohort's csPCa masks (which live on the T2 grid).
 
-Both return inputs for :func:`LesionAILib.evaluation.picai.evaluate_arrays` (picai-eval).
+Both return inputs for :func:`LesionAILib.evaluation.metrics.evaluate_arrays` (picai-eval).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from LesionAILib.evaluation.picai import EvaluationResult, evaluate_arrays
+from LesionAILib.evaluation.metrics import EvaluationResult, evaluate_arrays
 from LesionAILib.inference.analyzer import Analyzer
 from LesionAILib.inference.candidates import detection_map
 from LesionAILib.training.cohorts import CaseRecord, PreparedCase

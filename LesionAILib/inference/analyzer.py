@@ -1,7 +1,7 @@
 """Analyze a case: preprocess → localization maps → candidates → classification → results in T2 geometry.
 
 >>> from LesionAILib.inference.analyzer import Analyzer
->>> from LesionAILib.studies.study import open_case
+>>> from LesionAILib.studies.opening import open_case
 >>> result = Analyzer().analyze(open_case("ProstateX-0000"))   # bundled demo model, CUDA if available
 >>> result.case_score, [c.center_ras_mm for c in result.candidates]
 
@@ -28,16 +28,18 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from LesionAILib.devices import resolve_device
 from LesionAILib.errors import StudyError
+from LesionAILib.inference.candidate_regions import candidate_map_in_t2
 from LesionAILib.inference.candidates import Candidate, detection_map, extract_candidates, renumber
+from LesionAILib.inference.tta import MIRROR_TTA, NO_TTA, Augmentation, augmented_batch, undo_augmentations
 from LesionAILib.models.modelfile import DEMO_NOTICE, ModelMetadata, bundled_model_path, load_model
 from LesionAILib.models.networks import LesionModel
 from LesionAILib.preprocessing.crops import crop_tensor
 from LesionAILib.preprocessing.pipeline import Preprocessed, preprocess, to_t2_grid
-from LesionAILib.preprocessing.resampling import resolve_device
 from LesionAILib.prostatex.patches import PatchExtractor
 from LesionAILib.prostatex.point_classification import PointClassifier
-from LesionAILib.studies.study import Case
+from LesionAILib.studies.case import Case
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Result:
     model_grid: dict = field(default_factory=dict)
     classifier_name: str = ""
     classifier_notice: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         classifier = {"classifier": self.classifier_name, "classifier_notice": self.classifier_notice}
@@ -72,6 +75,7 @@ class Result:
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "model_grid": self.model_grid,
             "coordinates": "center_lps_mm: DICOM/ITK patient LPS; center_ras_mm: 3D Slicer RAS",
+            "warnings": list(self.warnings),
         }
 
 
@@ -82,7 +86,8 @@ class Analyzer:
         model: a model file path, a loaded ``(LesionModel, ModelMetadata)`` pair, or ``None`` for
             the bundled demo model.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        tta: test-time augmentation (average with the left-right mirrored prediction).
+        tta: test-time augmentation (average with the left-right mirrored prediction,
+            :data:`~LesionAILib.inference.tta.MIRROR_TTA`).
         max_candidates: at most this many candidates per case.
         patch_classifier: rescore the candidates with a patch classifier: ``True`` for the bundled
             ProstateX-trained one, a classifier file, or a :class:`PointClassifier`; ``None``/``False``
@@ -120,23 +125,26 @@ class Analyzer:
         return nullcontext()
 
     @torch.no_grad()
-    def localize(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[C, Z, Y, X] preprocessed images → (combined [Z, Y, X], per-sequence [C, Z, Y, X]) maps.
+    def localize_augmented(
+        self, images: torch.Tensor, augmentations: Sequence[Augmentation]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[C, Z, Y, X] preprocessed images → the maps of each of ``T`` test-time augmentations,
+        undone (:mod:`LesionAILib.inference.tta`): combined [T, Z, Y, X] and per-sequence [T, C, Z, Y, X].
 
-        The per-sequence maps are [0, Z, Y, X] (empty) for a plain U-Net model.
+        The per-sequence maps are empty (size 0) for a plain U-Net model.
         """
-        batch = images[None]
-        if self.tta:
-            batch = torch.cat([batch, torch.flip(batch, dims=[-1])])
         with self._autocast():
-            output = self.model(batch)
+            output = self.model(augmented_batch(images, augmentations))
         combined = output["combined"][:, 0].float()
         sequences = output["sequence_maps"]
         sequences = combined[:, :0] if sequences is None else sequences.float()  # plain U-Net: none
-        if self.tta:
-            combined = 0.5 * (combined[0] + torch.flip(combined[1], dims=[-1]))[None]
-            sequences = 0.5 * (sequences[0] + torch.flip(sequences[1], dims=[-1]))[None]
-        return combined[0], sequences[0]
+        return undo_augmentations(combined, augmentations), undo_augmentations(sequences, augmentations)
+
+    def localize(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[C, Z, Y, X] preprocessed images → (combined [Z, Y, X], per-sequence [C, Z, Y, X]) maps,
+        averaged over the test-time augmentations when ``tta``."""
+        combined, sequences = self.localize_augmented(images, MIRROR_TTA if self.tta else NO_TTA)
+        return combined.mean(0), sequences.mean(0)
 
     @torch.no_grad()
     def classify(self, images: torch.Tensor, combined: torch.Tensor, candidates: Sequence[Candidate]) -> None:
@@ -194,9 +202,10 @@ class Analyzer:
         images = prepared.image.to(self.device)
         combined, sequences = self.localize(images)
         step("localization")
-        candidates, labels = extract_candidates(
-            combined.cpu().numpy(), prepared.grid, max_candidates=self.max_candidates
-        )
+        # a candidate must lie where the T2 series has voxels: elsewhere the map is extrapolated from
+        # the other sequences and no reader could see (or outline) what it points at
+        on_t2 = combined.cpu().numpy() * prepared.fov[0].cpu().numpy()
+        candidates, labels = extract_candidates(on_t2, prepared.grid, max_candidates=self.max_candidates)
         step("candidates")
         self.classify(images, combined, candidates)
         candidates.sort(key=lambda c: -c.probability)
@@ -242,11 +251,10 @@ class Analyzer:
             role: to_t2_grid(sequences[i], prepared.grid, prepared.t2_grid, "linear")
             for i, role in enumerate(prepared.roles[: sequences.shape[0]])
         }
-        candidate_map = to_t2_grid(labels.astype(np.float32), prepared.grid, prepared.t2_grid, "nearest")
-        candidate_map = sitk.Cast(candidate_map, sitk.sitkUInt8)
-        detection = prepared.t2_grid.image_from_array(
-            detection_map(sitk.GetArrayViewFromImage(candidate_map).astype(np.int32), candidates)
-        )
+        regions = candidate_map_in_t2(labels, candidates, prepared.grid, prepared.t2_grid)
+        candidates = regions.candidates
+        candidate_map = prepared.t2_grid.image_from_array(regions.labels.astype(np.uint8))
+        detection = prepared.t2_grid.image_from_array(detection_map(regions.labels, candidates))
         step("resample_to_t2")
         timings["total"] = sum(timings.values())
         return Result(
@@ -264,4 +272,5 @@ class Analyzer:
             model_grid=prepared.grid.to_dict(),
             classifier_name=self.point_classifier.name if self.point_classifier else "",
             classifier_notice=self.point_classifier.metadata.intended_use if self.point_classifier else "",
+            warnings=regions.dropped,
         )

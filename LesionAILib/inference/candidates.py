@@ -17,6 +17,7 @@ library's version 2 (its version 1 can return background as a zero-confidence ca
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,25 +59,108 @@ class Candidate:
     detector_probability: float | None = None
 
     def to_dict(self) -> dict:
-        rescored = (
-            {}
-            if self.detector_probability is None
-            else {"detector_probability": round(float(self.detector_probability), 4)}
+        """JSON form (``candidates.json``): every :data:`CANDIDATE_FIELDS` value at full precision (the centres
+        as ``center_lps_mm`` / ``center_ras_mm`` lists), the six grade probabilities, the voxel count, the
+        model-grid centre (Z, Y, X) and, when another model rescored the candidate, ``detector_probability``.
+        """
+        data: dict = {}
+        for spec in CANDIDATE_FIELDS:
+            if spec.component is None:
+                data[spec.name] = spec.value(self)
+            else:
+                data.setdefault(spec.attribute, []).append(spec.value(self))
+        data["grade_probabilities"] = [float(p) for p in self.grade_probabilities]
+        data["voxels"] = int(self.voxels)
+        data["center_index_zyx"] = [float(v) for v in self.center_index]
+        if self.detector_probability is not None:
+            data["detector_probability"] = float(self.detector_probability)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Candidate:
+        """The candidate that :meth:`to_dict` wrote (``KeyError`` when a required field is missing)."""
+        values = {}
+        for spec in CANDIDATE_FIELDS:
+            if spec.component is not None:
+                values[spec.attribute] = tuple(float(v) for v in data[spec.attribute])
+            elif spec.optional:
+                values[spec.attribute] = None if data.get(spec.name) is None else spec.type(data[spec.name])
+            else:
+                values[spec.attribute] = spec.type(data[spec.name])
+        rescored = data.get("detector_probability")
+        return cls(
+            **values,
+            voxels=int(data["voxels"]),
+            center_index=tuple(float(v) for v in data["center_index_zyx"]),
+            grade_probabilities=[float(p) for p in data.get("grade_probabilities", [])],
+            detector_probability=None if rescored is None else float(rescored),
         )
-        return {
-            "id": self.candidate_id,
-            "probability": round(float(self.probability), 4),
-            "grade_group": self.grade_group,
-            "grade_probabilities": [round(float(p), 4) for p in self.grade_probabilities],
-            "peak": round(float(self.peak), 4),
-            "volume_ml": round(float(self.volume_ml), 4),
-            "center_lps_mm": [round(float(v), 2) for v in self.center_lps_mm],
-            "center_ras_mm": [round(float(v), 2) for v in self.center_ras_mm],
-            "center_index_zyx": [round(float(v), 2) for v in self.center_index],
-            "zone": self.zone,
-            "score_model": self.score_model,
-            **rescored,
-        }
+
+
+@dataclass(frozen=True)
+class CandidateField:
+    """One column of the candidate table, the same in every view (JSON, CSV, terminal, Slicer table node, panel).
+
+    Attributes:
+        name: CSV column and JSON key (for a centre component the JSON key is ``attribute``, a list).
+        attribute: the :class:`Candidate` attribute; ``component``: its index for the LPS/RAS centres.
+        type: ``int``, ``float`` or ``str``; ``optional``: the value may be ``None`` (an empty cell).
+        unit: ``"ml"``, ``"mm"`` or ``""``.
+        decimals: places shown for a ``float`` in the CSV, the terminal table and the panel.
+        description: one line, for the table node's column description and tooltips.
+        scene_name: the column of the Slicer candidate table node and panel (``None``: not shown there).
+    """
+
+    name: str
+    attribute: str
+    type: type
+    unit: str
+    decimals: int | None
+    description: str
+    scene_name: str | None = None
+    component: int | None = None
+    optional: bool = False
+
+    def value(self, candidate: Candidate) -> int | float | str | None:
+        """This field of ``candidate`` as ``type`` (``None`` when an optional field is unset)."""
+        value = getattr(candidate, self.attribute)
+        if self.component is not None:
+            value = value[self.component]
+        return None if value is None else self.type(value)
+
+    def format(self, value: int | float | str | None) -> str:
+        """``value`` as a table cell: ``decimals`` places for a float, ``""`` for ``None``."""
+        if value is None:
+            return ""
+        return f"{value:.{self.decimals}f}" if self.type is float else str(value)
+
+
+CANDIDATE_FIELDS: tuple[CandidateField, ...] = (
+    CandidateField("id", "candidate_id", int, "", 0, "candidate id, also its value in the candidate map", "id"),
+    CandidateField(
+        "probability", "probability", float, "", 4, "probability of clinically significant cancer (0–1)", "probability"
+    ),
+    CandidateField(
+        "grade_group",
+        "grade_group",
+        int,
+        "",
+        0,
+        "most likely ISUP grade group, 0–5 (empty without a classification network)",
+        "grade group",
+        optional=True,
+    ),
+    CandidateField("peak", "peak", float, "", 4, "highest heatmap value in the candidate region (0–1)", "peak"),
+    CandidateField("volume_ml", "volume_ml", float, "ml", 4, "candidate region volume", "volume ml"),
+    CandidateField("center_l_mm", "center_lps_mm", float, "mm", 2, "region centroid, left (LPS)", component=0),
+    CandidateField("center_p_mm", "center_lps_mm", float, "mm", 2, "region centroid, posterior (LPS)", component=1),
+    CandidateField("center_s_mm", "center_lps_mm", float, "mm", 2, "region centroid, superior (LPS)", component=2),
+    CandidateField("center_r_mm", "center_ras_mm", float, "mm", 2, "region centroid, right (RAS, Slicer)", "R mm", 0),
+    CandidateField("center_a_mm", "center_ras_mm", float, "mm", 2, "region centroid, anterior (RAS)", "A mm", 1),
+    CandidateField("center_s_ras_mm", "center_ras_mm", float, "mm", 2, "region centroid, superior (RAS)", "S mm", 2),
+    CandidateField("zone", "zone", str, "", None, "prostate zone, if known", optional=True),
+    CandidateField("score_model", "score_model", str, "", None, "the model that produced the probability", "model"),
+)
 
 
 _CONNECTIVITY = np.ones((3, 3, 3), bool)
@@ -195,8 +279,12 @@ def renumber(candidates: list[Candidate], labels: np.ndarray) -> np.ndarray:
 
 
 def detection_map(labels: np.ndarray, candidates: list[Candidate]) -> np.ndarray:
-    """PI-CAI detection map: each candidate's region filled with its probability ([Z, Y, X] float32)."""
-    lookup = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.float32)
+    """PI-CAI detection map: each candidate's region filled with its probability ([Z, Y, X] float32).
+
+    A candidate without a region contributes nothing; a region without a candidate stays 0.
+    """
+    largest = max([int(labels.max()) if labels.size else 0, *(c.candidate_id for c in candidates)])
+    lookup = np.zeros(largest + 1, np.float32)
     for candidate in candidates:
         lookup[candidate.candidate_id] = candidate.probability
     return lookup[labels]

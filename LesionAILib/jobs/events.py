@@ -1,11 +1,15 @@
-"""Long jobs: JSON-lines progress events, cancellation, and a terminal progress bar.
+"""The job protocol: JSON-lines progress events, cancellation, exit statuses and a terminal progress bar.
 
-Every long job (training, fine-tuning, batch analysis) reports through an :class:`EventLog`:
-one JSON object per line, e.g. ``{"event": "progress", "phase": 1, "epoch": 3, "done": 12,
-"total": 40}``, appended to a file and optionally written to stdout (how the Slicer panel, which
-runs jobs in a separate process, follows them). A job is cancelled by creating its cancel file
-or sending SIGTERM/SIGINT; it stops at the next step boundary, leaving its last checkpoint and
-every previously written model intact, and raises :class:`Cancelled`.
+Every long job (training, fine-tuning, analysis, ordering, point classification) reports through an
+:class:`EventLog`: one JSON object per line, e.g. ``{"event": "progress", "stage": "uncertainty",
+"done": 12, "total": 40}``, appended to a file and optionally written to stdout (how the Slicer
+panel, which runs ``lesionai`` commands in a separate process, follows them). The event names
+below are shared by the writers (the engine and the command line) and the reader
+(:class:`LesionAILib.jobs.runner.JobRunner`).
+
+A job is cancelled by creating its cancel file or sending SIGTERM/SIGINT; it stops at the next
+step boundary, leaving its last checkpoint and every previously written file intact, and raises
+:class:`Cancelled`; the command line then exits with :data:`EXIT_INTERRUPTED`.
 """
 
 from __future__ import annotations
@@ -14,11 +18,36 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from LesionAILib.errors import LesionAIError
+
+# ----------------------------------------------------------------------------- event names
+PROGRESS = "progress"  # stage | phase, epoch; done, total; optional loss
+PREPARE = "prepare"  # training data prepared: train, val case counts
+START = "start"  # training starts: phases, train, val, device, world
+RESUME = "resume"  # training resumed from a checkpoint: phase, epoch
+EPOCH = "epoch"  # an epoch ended: phase, epoch, train_loss, val_score, ...
+EARLY_STOP = "early_stop"
+PHASE_DONE = "phase_done"
+ORDER = "order"  # a curriculum order inside training: by, cases
+SKIPPED = "skipped"  # a deployment case left out: reason
+VALIDATION = "validation"  # a model validated on held-out cases: model, score, ...
+# final events: their fields are the job's result
+DONE = "done"  # `lesionai train`: model, metrics
+FINETUNED = "finetuned"  # `lesionai finetune`: version, activated, validation_before/after, ...
+ANALYZED = "analyzed"  # `lesionai analyze`: folder, case_score, candidates (count) — or folders, failures
+ORDERED = "ordered"  # `lesionai order`: by, order [{case, score, ...}], first (case id or None)
+CLASSIFIED = "classified"  # `lesionai classify`: case_id, points [{probability, model, point_lps_mm, ...}]
+RESULT_EVENTS = (DONE, FINETUNED, ANALYZED, ORDERED, CLASSIFIED)
+
+# ----------------------------------------------------------------------------- how a job process ends
+EXIT_OK = 0
+EXIT_USER_ERROR = 2  # a mistake the user can fix; one line ERROR_PREFIX + message on stderr
+EXIT_INTERRUPTED = 130  # cancelled (cancel file, SIGTERM, SIGINT); nothing further was written
+ERROR_PREFIX = "lesionai: error: "
 
 
 class Cancelled(LesionAIError):
@@ -29,7 +58,7 @@ class EventLog:
     """Append JSON-lines events to ``path`` (and stdout when ``echo``); draw a bar on a terminal.
 
     Args:
-        path: the ``.jsonl`` file (appended to, so a resumed job continues its log).
+        path: the ``.jsonl`` file (appended to, so a resumed job continues its log); ``None``: no file.
         echo: also print each event as one line on stdout (for a parent process to read).
         bar: show a tqdm progress bar on stderr for ``progress`` events.
     """
@@ -51,15 +80,29 @@ class EventLog:
                 handle.write(line + "\n")
         if self.echo:
             print(line, flush=True)
-        if self.bar_enabled and event == "progress":
+        if self.bar_enabled and event == PROGRESS:
             self._update_bar(record)
-        elif self._bar is not None and event != "progress":
+        elif self._bar is not None and event != PROGRESS:
             self._bar.close()
             self._bar = None
-            if not self.echo and event in ("epoch", "phase_done", "done"):
+            if not self.echo and event in (EPOCH, PHASE_DONE, DONE):
                 summary = {k: v for k, v in fields.items() if isinstance(v, (int, float, str))}
                 print(f"{event}: " + ", ".join(f"{k}={_short(v)}" for k, v in summary.items()), file=sys.stderr)
         return record
+
+    def progress(self, stage: str, done: int, total: int, **fields) -> dict:
+        """Emit ``{"event": "progress", "stage": stage, "done": done, "total": total, **fields}``."""
+        return self.emit(PROGRESS, stage=stage, done=int(done), total=int(total), **fields)
+
+    def progress_callback(self, stage: str, cancel: CancelToken | None = None) -> Callable[[int, int], None]:
+        """``callback(done, total)`` for engine functions that report steps: honours ``cancel``, then emits progress."""
+
+        def callback(done: int, total: int) -> None:
+            if cancel is not None:
+                cancel.check()
+            self.progress(stage, done, total)
+
+        return callback
 
     def _update_bar(self, record: dict) -> None:
         from tqdm import tqdm
@@ -117,7 +160,7 @@ class CancelToken:
     def check(self) -> None:
         """Raise :class:`Cancelled` if cancellation was requested."""
         if self.cancelled:
-            raise Cancelled("the job was cancelled; the previous model and the last checkpoint are intact")
+            raise Cancelled("the job was cancelled; the previous model, results and last checkpoint are intact")
 
     @contextmanager
     def installed(self) -> Iterator[CancelToken]:

@@ -33,12 +33,13 @@ significant cancer (grade group ≥ 2) and logits over grade groups 0–5.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from LesionAILib.dataclass_dicts import DictSerialisable, from_dict
 from LesionAILib.errors import ConfigError
 
 LOCALIZER_VARIANTS = ("per_sequence", "fusion", "multitask", "unet")
@@ -46,7 +47,7 @@ NUM_GRADE_GROUPS = 6  # ISUP grade group 0 (benign) to 5
 
 
 @dataclass(frozen=True)
-class LocalizerConfig:
+class LocalizerConfig(DictSerialisable):
     """Architecture of the localization network.
 
     Attributes:
@@ -81,16 +82,9 @@ class LocalizerConfig:
             total = [t * p for t, p in zip(total, pool, strict=True)]
         return tuple(total)
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "widths": list(self.widths), "pools": [list(p) for p in self.pools]}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> LocalizerConfig:
-        return cls(**{**data, "widths": tuple(data["widths"]), "pools": tuple(tuple(p) for p in data["pools"])})
-
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(DictSerialisable):
     """Architecture of the lesion classifier.
 
     Attributes:
@@ -113,14 +107,6 @@ class ClassifierConfig:
     def __post_init__(self):
         object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "crop": list(self.crop), "widths": list(self.widths)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ClassifierConfig:
-        # files written before ``residual`` existed hold plain classifiers
-        return cls(**{"residual": False, **data, "crop": tuple(data["crop"]), "widths": tuple(data["widths"])})
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -342,25 +328,20 @@ class LesionClassifier(nn.Module):
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(DictSerialisable):
     """Everything needed to rebuild a :class:`LesionModel`."""
 
     localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
     classifier: ClassifierConfig | None = field(default_factory=ClassifierConfig)
 
-    def to_dict(self) -> dict:
-        return {
-            "localizer": self.localizer.to_dict(),
-            "classifier": None if self.classifier is None else self.classifier.to_dict(),
-        }
-
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
+        """The architecture of a model file; settings left out keep their defaults, except that the
+        classifier of a file written before ``residual`` existed is a plain one."""
         classifier = data.get("classifier")
-        return cls(
-            localizer=LocalizerConfig.from_dict(data["localizer"]),
-            classifier=None if classifier is None else ClassifierConfig.from_dict(classifier),
-        )
+        if classifier is not None:
+            data = {**data, "classifier": {"residual": False, **classifier}}
+        return from_dict(cls, data, "architecture setting")
 
 
 class LesionModel(nn.Module):

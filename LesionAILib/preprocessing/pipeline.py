@@ -25,16 +25,16 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from LesionAILib.devices import resolve_device
 from LesionAILib.errors import ConfigError
 from LesionAILib.geometry import Grid, aligned_grid
 from LesionAILib.preprocessing.resampling import (
-    resample_image,
     resample_image_with_fov,
     resample_sitk,
     resample_torch,
-    resolve_device,
 )
-from LesionAILib.studies.study import ROLES, Case
+from LesionAILib.studies.case import Case
+from LesionAILib.studies.roles import ROLES
 
 NORMALISATION_METHODS = ("robust_zscore", "scale")
 # Percentile estimates use at most this many voxels (a fixed, deterministic stride through the
@@ -248,7 +248,7 @@ def preprocess(
             gpu_fov.append(inside)
     mask = None
     if case.lesion_mask is not None:
-        mask = resample_image(case.lesion_mask, grid, "nearest", device, backend).round().to(torch.int64)
+        mask = resample_image_with_fov(case.lesion_mask, grid, "nearest", device, backend)[0].round().to(torch.int64)
     return Preprocessed(
         image=torch.from_numpy(image) if on_cpu else torch.stack(gpu_channels),
         fov=torch.from_numpy(fov) if on_cpu else torch.stack(gpu_fov),

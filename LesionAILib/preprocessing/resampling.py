@@ -20,25 +20,10 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from LesionAILib.devices import resolve_device
 from LesionAILib.geometry import Grid
 
 INTERPOLATION_MODES = ("linear", "nearest")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "gpu":
-        device = "cuda"
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        from LesionAILib.errors import ConfigError
-
-        raise ConfigError("device 'cuda' requested but no CUDA GPU is available", hint="use --device cpu or auto")
-    return resolved
 
 
 def _index_affine_xyz(grid: Grid) -> np.ndarray:
@@ -181,13 +166,3 @@ def resample_image_with_fov(
     source = Grid.from_image(image)
     return resample_torch(volume, source, target, mode), field_of_view(source, target, device)
 
-
-def resample_image(
-    image: sitk.Image,
-    target: Grid,
-    mode: str = "linear",
-    device: str | torch.device = "auto",
-    backend: str = "auto",
-) -> torch.Tensor:
-    """Resample a SimpleITK image onto ``target``: float32 tensor [Z, Y, X] on ``device``, 0 outside."""
-    return resample_image_with_fov(image, target, mode, device, backend)[0]

@@ -6,7 +6,7 @@ findings of 197 patients (68 clinically significant) with T2, ADC and high-b pat
 
 Protocol: for each fold, fit on the other four and score the held-out one; anything tunable is
 chosen on the training folds only (for the classifier: the epochs, by an inner CV over the
-remaining folds, :func:`LesionAILib.prostatex.classifier.fit_classifier`). The pooled out-of-fold scores
+remaining folds, :func:`LesionAILib.prostatex.classifier_training.fit_classifier`). The pooled out-of-fold scores
 are summarised by :func:`LesionAILib.evaluation.roc.summarise` (AUROC with a patient-bootstrap interval,
 operating points).
 """
@@ -24,10 +24,9 @@ from LesionAILib.errors import StudyError
 from LesionAILib.prostatex.classifier import (
     PatchClassifierConfig,
     PatchInputs,
-    TrainingSettings,
-    fit_classifier,
     zone_one_hot,
 )
+from LesionAILib.prostatex.classifier_training import TrainingSettings, fit_classifier
 from LesionAILib.prostatex.patches import BLOB_SIGMA_PIXELS, localization_blob
 
 PATCHES_FILE = "patches_32x32.npz"

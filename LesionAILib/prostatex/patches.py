@@ -40,7 +40,8 @@ import SimpleITK as sitk
 
 from LesionAILib.errors import StudyError
 from LesionAILib.geometry import Grid, lps_to_ras, ras_to_lps
-from LesionAILib.studies.study import ROLE_NAMES, ROLES, Case
+from LesionAILib.studies.case import Case
+from LesionAILib.studies.roles import ROLE_NAMES, ROLES
 
 PATCH_SIZE = 32
 NEAREST_VOXEL_AT = (15, 16)  # (row, column) of the patch where the voxel nearest the point lands

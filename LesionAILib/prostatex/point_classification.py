@@ -19,8 +19,8 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
+from LesionAILib.devices import resolve_device
 from LesionAILib.errors import ConfigError
-from LesionAILib.preprocessing.resampling import resolve_device
 from LesionAILib.prostatex.classifier import (
     ZONES,
     ClassifierMetadata,
@@ -29,7 +29,7 @@ from LesionAILib.prostatex.classifier import (
     load_classifier,
 )
 from LesionAILib.prostatex.patches import FindingPatches, PatchExtractor
-from LesionAILib.studies.study import Case
+from LesionAILib.studies.case import Case
 
 ACCEPTED_ZONES = (*ZONES, "SV")
 

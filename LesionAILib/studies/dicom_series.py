@@ -1,11 +1,10 @@
-"""Discover DICOM series in a folder tree and read one series into a SimpleITK image safely.
+"""Discover DICOM series in a folder tree from their headers, and describe each series.
 
 Discovery reads headers only (pydicom, no pixel data), groups files by SeriesInstanceUID in any
 nesting and with any file names, and describes every series: plane, slices, spacing, b-values,
-image type. Reading checks what SimpleITK would otherwise accept silently: missing slices
-(a gap along the slice normal), duplicate positions, mixed orientations or matrix sizes, and
-truncated files. Each problem is a one-line :class:`~LesionAILib.errors.StudyError` naming the
-file or series.
+image type. Files that cannot be read are kept with the reason, and attached to the series in
+whose folder they lie (the likely cause when that series then lacks a slice). Checking and reading
+a series as a volume is :mod:`LesionAILib.studies.dicom_volume`.
 """
 
 from __future__ import annotations
@@ -17,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from LesionAILib.errors import StudyError
+from LesionAILib.studies.roles import SeriesDescriptor, plane_of_normal
 
 # Header elements needed for discovery; reading only these keeps discovery fast.
 _HEADER_TAGS = [
@@ -53,12 +51,14 @@ _HEADER_TAGS = [
     "BitsAllocated",
     "SamplesPerPixel",
     "StudyDate",
+    "RescaleSlope",
     (0x0019, 0x100C),  # Siemens B_value
     (0x0043, 0x1039),  # GE slop_int_6..9 (first value is the b-value)
     (0x2001, 0x1003),  # Philips diffusion b-factor
 ]
 _DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory (DICOMDIR)
 _SEQUENCE_B_VALUE = re.compile(r"(?:ep_b|_b)(\d{2,4})")
+MAIN_ORIENTATION_SHARE = 0.8  # a series with this share of slices in one orientation is one volume gone wrong
 
 
 @dataclass
@@ -75,6 +75,7 @@ class DicomFile:
     b_value: float | None
     frames: int
     instance_number: int | None
+    rescale_slope: float | None = None
 
 
 @dataclass
@@ -96,6 +97,9 @@ class DicomSeries:
     frame_of_reference: str
     acquisition_seconds: float | None  # seconds since midnight of the earliest acquisition time
     files: list[DicomFile] = field(default_factory=list)
+    # files in the series' folder that could not be read as its slices (empty, truncated header,
+    # not DICOM, no image): when the series then lacks a slice, they are the likely cause
+    unreadable_neighbours: list[SkippedFile] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -114,17 +118,33 @@ class DicomSeries:
 
     @property
     def orientations(self) -> list[np.ndarray]:
+        """The distinct slice orientations (row and column cosines), the most frequent first."""
         unique: list[np.ndarray] = []
+        counts: list[int] = []
         for f in self.files:
             if f.orientation is None:
                 continue
-            if not any(np.allclose(f.orientation, o, atol=1e-3) for o in unique):
+            for index, orientation in enumerate(unique):
+                if np.allclose(f.orientation, orientation, atol=1e-3):
+                    counts[index] += 1
+                    break
+            else:
                 unique.append(f.orientation)
-        return unique
+                counts.append(1)
+        order = sorted(range(len(unique)), key=lambda i: -counts[i])
+        return [unique[i] for i in order]
+
+    def _share_of_main_orientation(self) -> float:
+        orientations = self.orientations
+        with_orientation = [f for f in self.files if f.orientation is not None]
+        if not orientations:
+            return 0.0
+        main = orientations[0]
+        return sum(np.allclose(f.orientation, main, atol=1e-3) for f in with_orientation) / len(with_orientation)
 
     @property
     def normal(self) -> np.ndarray | None:
-        """LPS unit vector perpendicular to the slices (row × column), or None if unknown."""
+        """LPS unit vector perpendicular to the (most frequent) slice orientation, or None if unknown."""
         orientations = self.orientations
         if not orientations:
             return None
@@ -134,13 +154,18 @@ class DicomSeries:
 
     @property
     def plane(self) -> str:
-        """``axial``, ``coronal``, ``sagittal`` (by the dominant normal axis), ``mixed`` or ``unknown``."""
-        if len(self.orientations) > 1:
+        """``axial``, ``coronal``, ``sagittal`` (by the dominant normal axis), ``mixed`` or ``unknown``.
+
+        A volume with a few stray slices (≥ 80 % in one orientation) keeps the plane of its main
+        orientation, so it is chosen for its role and then refused naming the stray slice, rather
+        than ignored as if it were a localizer.
+        """
+        if len(self.orientations) > 1 and self._share_of_main_orientation() < MAIN_ORIENTATION_SHARE:
             return "mixed"
         normal = self.normal
         if normal is None:
             return "unknown"
-        return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
+        return plane_of_normal(normal)
 
     @property
     def pixel_spacing(self) -> tuple[float, float] | None:
@@ -164,6 +189,24 @@ class DicomSeries:
             return sum(f.frames for f in files)
         offsets = np.round([float(np.dot(f.position, normal)) for f in files], 2)
         return max(len(set(offsets.tolist())), max((f.frames for f in files), default=0))
+
+    def descriptor(self) -> SeriesDescriptor:
+        """The facts the role rules read (:mod:`LesionAILib.studies.roles`), keyed by the SeriesInstanceUID."""
+        return SeriesDescriptor(
+            key=self.uid,
+            number=self.number,
+            description=self.description,
+            sequence_name=self.sequence_name,
+            scanning_sequence=self.scanning_sequence,
+            echo_train_length=self.echo_train_length,
+            image_type=self.image_type,
+            b_values=self.b_values,
+            plane=self.plane,
+            in_plane_mm=self.pixel_spacing,
+            slices=self.slice_count(),
+            acquisition_seconds=self.acquisition_seconds,
+            uid=self.uid,
+        )
 
 
 @dataclass
@@ -230,6 +273,9 @@ def scan_folder(root: Path) -> tuple[list[DicomSeries], list[SkippedFile]]:
             path = Path(directory) / name
             if name.startswith("."):
                 continue
+            if path.stat().st_size == 0:
+                skipped.append(SkippedFile(path, "empty file (0 bytes)"))
+                continue
             try:
                 dataset = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
             except InvalidDicomError:
@@ -238,12 +284,19 @@ def scan_folder(root: Path) -> tuple[list[DicomSeries], list[SkippedFile]]:
             except Exception as error:  # a damaged header: keep going, report it
                 skipped.append(SkippedFile(path, f"unreadable DICOM header ({type(error).__name__})"))
                 continue
+            if not _text(dataset, "SeriesInstanceUID") or "Rows" not in dataset:
+                if _ends_before_pixel_data(path):
+                    skipped.append(SkippedFile(path, "unreadable DICOM header (the file ends inside it: truncated)"))
+                    continue
             if _text(dataset, "SOPClassUID") == _DIRECTORY_SOP_CLASS:
                 skipped.append(SkippedFile(path, "DICOMDIR index, not an image"))
                 continue
             uid = _text(dataset, "SeriesInstanceUID")
-            if not uid or "Rows" not in dataset:
-                skipped.append(SkippedFile(path, "DICOM file without an image"))
+            if not uid:
+                skipped.append(SkippedFile(path, "DICOM file without SeriesInstanceUID"))
+                continue
+            if "Rows" not in dataset:
+                skipped.append(SkippedFile(path, "DICOM file without Rows (no image)"))
                 continue
             series = by_uid.get(uid)
             if series is None:
@@ -285,143 +338,26 @@ def scan_folder(root: Path) -> tuple[list[DicomSeries], list[SkippedFile]]:
                     b_value=_b_value(dataset),
                     frames=int(dataset.get("NumberOfFrames", 1) or 1),
                     instance_number=int(instance) if instance not in (None, "") else None,
+                    rescale_slope=_optional_float(dataset.get("RescaleSlope")),
                 )
             )
     series_list = sorted(by_uid.values(), key=lambda s: (s.number is None, s.number or 0, s.uid))
+    for series in series_list:
+        folders = {f.path.parent for f in series.files}
+        series.unreadable_neighbours = [s for s in skipped if s.path.parent in folders]
     return series_list, skipped
 
 
-def _check_pixel_data_complete(path: Path) -> None:
-    """Raise if an uncompressed file ends before its pixel data does (a truncated copy)."""
+def _ends_before_pixel_data(path: Path) -> bool:
+    """True if a file stops before any pixel data (a copy cut short), read in full only for such suspects."""
     try:
-        dataset = pydicom.dcmread(str(path), defer_size=1024)
-    except Exception as error:
-        raise StudyError(
-            f"DICOM file cannot be read ({type(error).__name__})", path, "replace or re-export the series"
-        ) from None
-    if "PixelData" not in dataset:
-        raise StudyError("DICOM file has no pixel data", path, "replace or re-export the series")
-    meta = getattr(dataset, "file_meta", None)
-    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    if syntax is not None and syntax.is_encapsulated:
-        return  # compressed: the decoder detects damage
-    element = dataset["PixelData"]
-    expected = (
-        int(dataset.Rows)
-        * int(dataset.Columns)
-        * int(dataset.get("BitsAllocated", 16))
-        // 8
-        * int(dataset.get("SamplesPerPixel", 1))
-        * int(dataset.get("NumberOfFrames", 1) or 1)
-    )
-    available = path.stat().st_size - int(getattr(element, "file_tell", 0) or 0)
-    if getattr(element, "file_tell", None) is not None and available < expected:
-        raise StudyError(
-            f"DICOM file is truncated: {available} of {expected} pixel bytes present",
-            path,
-            "replace the file or re-export the series from the scanner/PACS",
-        )
+        return "PixelData" not in pydicom.dcmread(str(path), force=True, defer_size=1024)
+    except Exception:
+        return True
 
 
-def _sorted_slices(series: DicomSeries, files: list[DicomFile]) -> tuple[list[DicomFile], np.ndarray]:
-    """Files sorted along the slice normal, with their offsets (mm) along it."""
-    normal = series.normal
-    offsets = np.array([float(np.dot(f.position, normal)) for f in files])
-    order = np.argsort(offsets, kind="stable")
-    return [files[i] for i in order], offsets[order]
-
-
-def validate_volume(series: DicomSeries, files: list[DicomFile], min_slices: int = 3) -> list[DicomFile]:
-    """Check that ``files`` form one regular 3D volume; return them sorted along the normal.
-
-    Raises :class:`StudyError` for: fewer than ``min_slices`` slices (2D image or localizer),
-    mixed orientations or matrix sizes, missing geometry tags, duplicate slice positions, or a
-    gap along the normal (missing slices) — which SimpleITK would otherwise read with a wrong,
-    uniform spacing.
-    """
-    where = series.folder
-    if len({(f.rows, f.columns) for f in files}) > 1:
-        raise StudyError(f"{series.label} mixes matrix sizes; it is not one volume", where)
-    if len(series.orientations) > 1:
-        raise StudyError(
-            f"{series.label} has slices in {len(series.orientations)} different orientations "
-            "(a localizer/scout?); it is not one volume",
-            where,
-            "choose the axial series instead",
-        )
-    if len(files) == 1 and files[0].frames > 1:
-        return files  # one multi-frame file; SimpleITK reads its geometry from the functional groups
-    if any(f.position is None or f.orientation is None for f in files):
-        raise StudyError(f"{series.label} lacks ImagePositionPatient/ImageOrientationPatient", where)
-    if len(files) < min_slices:
-        raise StudyError(
-            f"{series.label} has {len(files)} slice(s); a 3D volume with at least {min_slices} slices is needed",
-            where,
-            "a 2D image or localizer cannot be used; choose the axial volume series",
-        )
-    ordered, offsets = _sorted_slices(series, files)
-    steps = np.diff(offsets)
-    if np.any(steps < 1e-3):
-        duplicate = ordered[int(np.argmin(steps)) + 1].path
-        raise StudyError(
-            f"{series.label} has two slices at the same position ({duplicate.name}); "
-            "mixed b-values or echoes in one series?",
-            where,
-        )
-    spacing = float(np.median(steps))
-    gaps = np.nonzero(steps > 1.5 * spacing)[0]
-    if gaps.size:
-        first = int(gaps[0])
-        missing = int(round(steps[first] / spacing)) - 1
-        raise StudyError(
-            f"{series.label} is missing {missing} slice(s) between {ordered[first].path.name} and "
-            f"{ordered[first + 1].path.name} (gap {steps[first]:.2f} mm where slices are {spacing:.2f} mm apart)",
-            where,
-            "re-export the complete series; reading it would give wrong geometry",
-        )
-    if np.max(np.abs(steps - spacing)) > max(0.05 * spacing, 0.01):
-        raise StudyError(
-            f"{series.label} has irregular slice spacing ({steps.min():.2f}–{steps.max():.2f} mm)",
-            where,
-            "resample it to regular slices before use",
-        )
-    return ordered
-
-
-def check_series(series: DicomSeries, b_value: float | None = None, min_slices: int = 3) -> list[DicomFile]:
-    """Validate a series (or one b-value of it) as a volume and check no file is truncated.
-
-    Reads headers only. Returns the files sorted along the slice normal; raises :class:`StudyError`.
-    """
-    files = series.files_for_b_value(b_value) if len(series.b_values) > 1 else list(series.files)
-    ordered = validate_volume(series, files, min_slices=min_slices)
-    for f in ordered:
-        _check_pixel_data_complete(f.path)
-    return ordered
-
-
-def read_volume(series: DicomSeries, b_value: float | None = None, min_slices: int = 3) -> sitk.Image:
-    """Read one series (or one b-value of a multi-b series) as a 3D SimpleITK image.
-
-    The pixel values are the scanner's after RescaleSlope/Intercept (for an ADC map usually
-    µm²/s). Geometry comes from the DICOM headers (LPS mm).
-    """
-    ordered = check_series(series, b_value, min_slices)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(f.path) for f in ordered])
-    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+def _optional_float(value) -> float | None:
     try:
-        image = reader.Execute()
-    except RuntimeError:
-        raise StudyError(
-            f"{series.label} cannot be decoded by SimpleITK/GDCM", series.folder, "re-export the series"
-        ) from None
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
-    if image.GetDimension() != 3 or image.GetSize()[2] < min_slices:
-        raise StudyError(
-            f"{series.label} read as {image.GetSize()} voxels; a 3D volume with at least {min_slices} slices is needed",
-            series.folder,
-        )
-    return image
+        return None if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return None

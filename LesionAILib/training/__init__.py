@@ -1,2 +1,1 @@
-"""Training: config, the two-phase trainer, losses, checkpoints, distributed helpers, augmentation, targets, cohorts.
-"""
+"""Training: configuration, the two-phase trainer, losses, checkpoints, DDP, mining, curriculum, cohorts."""

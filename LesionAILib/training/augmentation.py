@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from LesionAILib.dataclass_dicts import DictSerialisable
+
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(DictSerialisable):
     """Augmentation strengths; ``enabled=False`` turns everything off."""
 
     enabled: bool = True
@@ -37,9 +39,6 @@ class AugmentConfig:
     offset_range: float = 0.1
     adc_gain_range: float = 0.05
     noise_std: float = 0.03
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _sample_parameters(config: AugmentConfig, rng: np.random.Generator, channels: int) -> dict:

@@ -36,7 +36,9 @@ from LesionAILib.errors import LesionAIError, StudyError
 from LesionAILib.geometry import Grid
 from LesionAILib.preprocessing.crops import extract_crop
 from LesionAILib.preprocessing.pipeline import PreprocessConfig, Preprocessed, preprocess
-from LesionAILib.studies.study import Case, find_picai_cases, open_files
+from LesionAILib.studies.case import Case
+from LesionAILib.studies.files import open_files
+from LesionAILib.studies.picai import find_picai_cases
 from LesionAILib.training.targets import SCORE_BY_GRADE, heatmap_target
 
 LABEL_FOLDERS = (

@@ -26,7 +26,7 @@ import SimpleITK as sitk  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from LesionAILib.phantom.generator import generate_case  # noqa: E402
+from LesionAILib.phantom.cases import generate_case  # noqa: E402
 
 STUDY = Path("ProstateX-0000") / "07-07-2011"
 SERIES = {

@@ -49,7 +49,7 @@ def main() -> None:
     logic = LesionAILogic(app.scene, app.segmentations_logic)
     view = offscreen.create_slice_view(app, "Axial", size=(720, 720))
     if args.phantom is not None:
-        from LesionAILib.phantom.generator import generate_case
+        from LesionAILib.phantom.cases import generate_case
 
         phantom = generate_case(seed=args.phantom, site="A", index=0)
         volumes = {

@@ -2,8 +2,10 @@
 
 The metric engine is ``picai_eval`` (the PI-CAI challenge's reference evaluation): candidate
 matching is its ``evaluate_case`` and every number comes from its ``Metrics`` object, so our
-point estimates are identical to ``picai_eval.evaluate``'s. This module reads and checks the
-inputs, adds per-site breakdowns and bootstrap intervals, and writes JSON, tables and plots.
+point estimates are identical to ``picai_eval.evaluate``'s. This module checks in-memory
+inputs, adds per-site breakdowns and bootstrap intervals, and renders the result as JSON and a
+table. Files are paired and read by :mod:`LesionAILib.evaluation.case_files`, plots drawn by
+:mod:`LesionAILib.evaluation.plots`.
 
 Inputs (PI-CAI conventions):
 
@@ -46,22 +48,16 @@ without lesions; picai_eval itself returns NaN, 0 or an exception there.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
-import SimpleITK as sitk
 
-from LesionAILib.atomic_io import write_json_atomic
 from LesionAILib.errors import LesionAIError
-from LesionAILib.geometry import Grid
-from LesionAILib.rendering import save_figure
-from LesionAILib.studies.study import IMAGE_SUFFIXES, read_image_file
+from LesionAILib.evaluation.inputs import CheckedCase, binary_label, check_same_shape, checked_detection_map
+from LesionAILib.evaluation.sites import sites_of_cases
 
 with contextlib.redirect_stdout(io.StringIO()):  # picai_eval prints a banner on import
     from picai_eval.eval import evaluate_case
@@ -175,13 +171,16 @@ class EvaluationResult(DetectionMetrics):
             "cases": cases,
         }
 
+    def groups(self) -> list[tuple[str, DetectionMetrics]]:
+        """("all", the overall metrics), then ("site <name>", that site's) for each site."""
+        return [("all", self)] + [(f"site {site}", group) for site, group in self.per_site.items()]
+
     def table(self) -> str:
         """The metrics as a plain-text table: one row for all cases, one per site."""
         head = ["group", "cases", "pos", "lesions", "cand", "AUROC [95% CI]", "AP [95% CI]", "score [95% CI]"]
         head += [f"sens@{x:g}FP" for x in FP_PER_CASE]
-        rows = [("all", self)] + [(f"site {site}", group) for site, group in self.per_site.items()]
         body = []
-        for name, group in rows:
+        for name, group in self.groups():
             cells = [name, group.num_cases, group.num_positive_cases, group.num_lesions, group.num_candidates]
             cells += [_with_ci(getattr(group, metric), group.ci95.get(metric)) for metric in CI_METRICS]
             cells += [_number(group.froc_sensitivity[x]) for x in FP_PER_CASE]
@@ -203,164 +202,9 @@ def _with_ci(value: float | None, ci: tuple[float, float] | None) -> str:
     return _number(value) if ci is None else f"{_number(value)} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-# --------------------------------------------------------------------------- input checks
-def _detection_map(array: np.ndarray, source: str) -> np.ndarray:
-    """Check a detection map: 3D, finite, values in [0, 1]."""
-    array = np.asarray(array)
-    if array.ndim != 3:
-        raise LesionAIError(f"detection map is {array.ndim}D with shape {array.shape}; need [Z, Y, X]", source)
-    if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
-        raise LesionAIError(f"detection map has non-numeric type {array.dtype}", source)
-    if not np.all(np.isfinite(array)):
-        raise LesionAIError("detection map contains NaN or infinite values", source)
-    low, high = float(array.min()), float(array.max())
-    if low < 0.0 or high > 1.0:
-        raise LesionAIError(
-            f"detection map values must lie in [0, 1], found [{low:.4g}, {high:.4g}]",
-            source,
-            "scale the candidate scores into [0, 1] (e.g. divide percentages by 100, or apply a sigmoid to logits)",
-        )
-    return array
-
-
-def _binary_label(array: np.ndarray, source: str) -> np.ndarray:
-    """Check a label (3D, finite, non-negative) and binarise it: lesion where > 0."""
-    array = np.asarray(array)
-    if array.ndim != 3:
-        raise LesionAIError(f"label is {array.ndim}D with shape {array.shape}; need [Z, Y, X]", source)
-    if not np.all(np.isfinite(array)):
-        raise LesionAIError("label contains NaN or infinite values", source)
-    if array.min() < 0:
-        raise LesionAIError(f"label has negative values (min {array.min()})", source, "use 0 for background")
-    return (array > 0).astype(np.uint8)
-
-
-def _same_shape(detection_map: np.ndarray, label: np.ndarray, source: str) -> None:
-    if detection_map.shape != label.shape:
-        raise LesionAIError(
-            f"detection map shape {detection_map.shape} differs from its label's {label.shape} (Z, Y, X)",
-            source,
-            "detection maps must be on the label grid",
-        )
-
-
-def _describe(grid: Grid) -> str:
-    spacing = ", ".join(f"{s:g}" for s in grid.spacing)
-    origin = ", ".join(f"{o:.3f}" for o in grid.origin)
-    return f"shape {grid.shape}, spacing ({spacing}) mm, origin ({origin})"
-
-
-# --------------------------------------------------------------------------- files
-@dataclass(frozen=True)
-class CaseFiles:
-    """A label and its detection map (``None`` when missing and ``allow_missing`` was given)."""
-
-    case_id: str
-    detection_map: Path | None
-    label: Path
-
-
-def _images_by_stem(folder: Path, role: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise LesionAIError(f"{role} folder does not exist", folder)
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), None)
-        if suffix is None or path.name.startswith(".") or not path.is_file():
-            continue
-        stem = path.name[: -len(suffix)]
-        if stem in found:
-            raise LesionAIError(f"two {role} files for case {stem}: also {found[stem].name}", path, "keep one")
-        found[stem] = path
-    return found
-
-
-def pair_case_files(pred_dir: str | Path, label_dir: str | Path, allow_missing: bool = False) -> list[CaseFiles]:
-    """Pair detection maps and labels by file stem (``<case>.nii.gz``, ``.nii``, ``.mha``, ``.nrrd``, ...).
-
-    A detection map without a label is an error (it cannot be scored). A label without a detection
-    map is an error too, unless ``allow_missing``: then it is scored as an empty detection map
-    (its lesions count as missed, the case score is 0).
-    """
-    pred_dir, label_dir = Path(pred_dir), Path(label_dir)
-    predictions = _images_by_stem(pred_dir, "detection map")
-    labels = _images_by_stem(label_dir, "label")
-    unlabelled = [path for stem, path in predictions.items() if stem not in labels]
-    if unlabelled:
-        more = f" (and {len(unlabelled) - 1} more)" if len(unlabelled) > 1 else ""
-        raise LesionAIError(
-            f"detection map has no label of the same name in {label_dir}{more}",
-            unlabelled[0],
-            "add the label, or move the detection map out of the folder",
-        )
-    missing = [path for stem, path in labels.items() if stem not in predictions]
-    if missing and not allow_missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise LesionAIError(
-            f"label has no detection map of the same name in {pred_dir}{more}",
-            missing[0],
-            "add it, or pass allow_missing=True (--allow-missing) to score missing detection maps as empty",
-        )
-    if not labels:
-        raise LesionAIError("no label files (.nii.gz, .nii, .mha, .nrrd) found", label_dir)
-    return [CaseFiles(stem, predictions.get(stem), path) for stem, path in labels.items()]
-
-
-def _read_case(case: CaseFiles, tolerance_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    label_image = read_image_file(case.label, "label")
-    label = _binary_label(sitk.GetArrayViewFromImage(label_image), str(case.label))
-    if case.detection_map is None:
-        return np.zeros(label.shape, dtype=np.float32), label
-    detection_image = read_image_file(case.detection_map, "detection map")
-    label_grid, detection_grid = Grid.from_image(label_image), Grid.from_image(detection_image)
-    if not detection_grid.same_as(label_grid, tolerance_mm):
-        raise LesionAIError(
-            f"detection map grid ({_describe(detection_grid)}) differs from its label {case.label} "
-            f"({_describe(label_grid)})",
-            case.detection_map,
-            "write detection maps on the label grid; nothing is resampled here",
-        )
-    detection_map = _detection_map(sitk.GetArrayFromImage(detection_image), str(case.detection_map))
-    return detection_map, label
-
-
-def read_sites_csv(path: str | Path) -> dict[str, str]:
-    """Case → site from a CSV with columns ``case_id,site``, or a PI-CAI marksheet.
-
-    A PI-CAI marksheet (columns ``patient_id``, ``study_id``, ``center``) gives the case id
-    ``<patient_id>_<study_id>`` and the site ``center``.
-    """
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as error:
-        raise LesionAIError(f"cannot read the site list ({error.strerror})", path) from None
-    columns = {name.strip().lower(): name for name in (rows[0].keys() if rows else []) if name}
-    if {"case_id", "site"} <= columns.keys():
-        pairs = [(row[columns["case_id"]], row[columns["site"]]) for row in rows]
-    elif {"patient_id", "study_id", "center"} <= columns.keys():
-        pairs = [(f"{row[columns['patient_id']]}_{row[columns['study_id']]}", row[columns["center"]]) for row in rows]
-    else:
-        raise LesionAIError(
-            f"site list needs columns case_id,site (or a PI-CAI marksheet's patient_id,study_id,center); "
-            f"found {sorted(columns) or 'none'}",
-            path,
-        )
-    sites: dict[str, str] = {}
-    for line, (case_id, site) in enumerate(pairs, start=2):
-        case_id, site = (case_id or "").strip(), (site or "").strip()
-        if not case_id or not site:
-            raise LesionAIError(f"line {line}: empty case id or site", path)
-        if sites.get(case_id, site) != site:
-            raise LesionAIError(f"line {line}: case {case_id} is at both {sites[case_id]} and {site}", path)
-        sites[case_id] = site
-    return sites
-
-
 # --------------------------------------------------------------------------- computation
 def _match_cases(
-    cases: Iterable[tuple[str, np.ndarray, np.ndarray, str]],
+    cases: Iterable[CheckedCase],
     min_overlap: float,
     total: int,
     progress: Progress | None,
@@ -462,37 +306,32 @@ def _site_metrics(metrics: Metrics, case_ids: Sequence[str]) -> Metrics:
     )
 
 
-def _checked_sites(sites: Mapping[str, str] | str | Path | None, case_ids: Sequence[str]) -> dict[str, str] | None:
-    if sites is None:
-        return None
-    source = sites if isinstance(sites, (str, Path)) else None
-    mapping = read_sites_csv(sites) if source is not None else {str(k): str(v) for k, v in sites.items()}
-    missing = [case_id for case_id in case_ids if case_id not in mapping]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise LesionAIError(
-            f"{len(missing)} case(s) have no site: {shown}", source, "add them to the site list, or drop the sites"
-        )
-    return {case_id: mapping[case_id] for case_id in case_ids}
-
-
-def _evaluate(
-    cases: Iterable[tuple[str, np.ndarray, np.ndarray, str]],
+# --------------------------------------------------------------------------- public entry points
+def evaluate_cases(
+    cases: Iterable[CheckedCase],
     case_ids: Sequence[str],
     sites: Mapping[str, str] | str | Path | None,
     bootstrap: int,
+    *,
     seed: int,
     min_overlap: float,
     progress: Progress | None,
-    warnings: list[str],
-    sources: dict[str, str],
+    warnings: Sequence[str] = (),
+    sources: Mapping[str, str] | None = None,
 ) -> EvaluationResult:
+    """Match checked cases with picai_eval and summarise them, overall and per site.
+
+    ``cases`` may be a generator (read one case at a time) and must yield the cases of
+    ``case_ids`` in that order. ``warnings`` are carried into the result ahead of the ones found
+    here; ``sources`` (e.g. the prediction and label folders) go into its settings and table.
+    The other arguments are those of :func:`evaluate_arrays`.
+    """
     if bootstrap < 0:
         raise LesionAIError(f"bootstrap must be 0 (no intervals) or a number of resamples, got {bootstrap}")
-    site_of = _checked_sites(sites, case_ids)
+    site_of = sites_of_cases(sites, case_ids)
     metrics = _match_cases(cases, min_overlap, len(case_ids), progress)
     overall, notes = _summarise(metrics, bootstrap, seed)
-    warnings = warnings + notes
+    warnings = [*warnings, *notes]
     per_site = {}
     if site_of is not None:
         for site in sorted(set(site_of.values())):
@@ -507,16 +346,15 @@ def _evaluate(
         bootstrap=bootstrap,
         seed=seed,
         min_overlap=min_overlap,
-        sources=sources,
+        sources=dict(sources or {}),
     )
 
 
-# --------------------------------------------------------------------------- public entry points
 def evaluate_arrays(
     detection_maps: Iterable[np.ndarray],
     labels: Iterable[np.ndarray],
     case_ids: Sequence[str],
-    sites: Mapping[str, str] | None = None,
+    sites: Mapping[str, str] | str | Path | None = None,
     bootstrap: int = 1000,
     *,
     seed: int = 0,
@@ -530,7 +368,8 @@ def evaluate_arrays(
             value per candidate blob (PI-CAI detection map). May be a generator (read lazily).
         labels: per case a [Z, Y, X] array on the same grid; lesion where > 0 (ISUP values welcome).
         case_ids: unique case names, in the same order.
-        sites: optional case → site; metrics are then also given per site.
+        sites: optional case → site, or a site CSV (:func:`LesionAILib.evaluation.sites.read_sites_csv`);
+            metrics are then also given per site.
         bootstrap: number of case resamples for the 95% intervals (0: none).
         seed: seed of the bootstrap draws.
         min_overlap: IoU a candidate needs with a lesion to hit it (PI-CAI: 0.10).
@@ -546,129 +385,16 @@ def evaluate_arrays(
     if duplicates:
         raise LesionAIError(f"case ids must be unique; repeated: {', '.join(duplicates[:5])}")
 
-    def cases() -> Iterator[tuple[str, np.ndarray, np.ndarray, str]]:
+    def cases() -> Iterator[CheckedCase]:
         try:
             for case_id, detection_map, label in zip(case_ids, detection_maps, labels, strict=True):
                 source = f"case {case_id}"
-                detection_map, label = _detection_map(detection_map, source), _binary_label(label, source)
-                _same_shape(detection_map, label, source)
-                yield case_id, detection_map, label, source
+                detection_map, label = checked_detection_map(detection_map, source), binary_label(label, source)
+                check_same_shape(detection_map, label, source)
+                yield CheckedCase(case_id, detection_map, label, source)
         except ValueError as error:
             if "zip()" not in str(error):
                 raise
             raise LesionAIError(f"detection maps, labels and case ids differ in number ({error})") from None
 
-    return _evaluate(cases(), case_ids, sites, bootstrap, seed, min_overlap, progress, [], {})
-
-
-def evaluate_folders(
-    pred_dir: str | Path,
-    label_dir: str | Path,
-    out_json: str | Path | None = None,
-    plots_dir: str | Path | None = None,
-    sites: Mapping[str, str] | str | Path | None = None,
-    bootstrap: int = 1000,
-    allow_missing: bool = False,
-    *,
-    seed: int = 0,
-    min_overlap: float = 0.10,
-    tolerance_mm: float = 1e-3,
-    progress: Progress | None = None,
-) -> EvaluationResult:
-    """Evaluate a folder of detection maps against a folder of labels, paired by file stem.
-
-    Files: ``<case>.nii.gz``, ``.nii``, ``.mha``, ``.mhd`` or ``.nrrd`` in either folder, formats
-    may differ between the two. Each detection map must lie on its label's grid (same size, and
-    spacing, origin and direction within ``tolerance_mm`` at the grid corners); a mismatch is an
-    error naming both files, never a silent resample. Cases are read one at a time.
-
-    Args:
-        pred_dir: detection maps (values in [0, 1], one constant value per candidate blob).
-        label_dir: labels (lesion where > 0).
-        out_json: where to write ``result.to_dict()`` (atomically), if given.
-        plots_dir: where to write ``froc.png`` and ``roc.png``, if given.
-        sites: case → site, or a CSV file (``case_id,site`` or a PI-CAI marksheet).
-        bootstrap: case resamples for the 95% intervals (0: none).
-        allow_missing: score a label without detection map as an empty map (a warning in the
-            result says which), instead of refusing.
-        seed, min_overlap, progress: as in :func:`evaluate_arrays`.
-    """
-    pairs = pair_case_files(pred_dir, label_dir, allow_missing)
-    missing = [pair.case_id for pair in pairs if pair.detection_map is None]
-    warnings = []
-    if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        warnings.append(f"{len(missing)} case(s) without detection map scored as empty (lesions missed): {shown}")
-
-    def cases() -> Iterator[tuple[str, np.ndarray, np.ndarray, str]]:
-        for pair in pairs:
-            detection_map, label = _read_case(pair, tolerance_mm)
-            yield pair.case_id, detection_map, label, str(pair.detection_map or pair.label)
-
-    sources = {"predictions": str(pred_dir), "labels": str(label_dir)}
-    case_ids = [pair.case_id for pair in pairs]
-    result = _evaluate(cases(), case_ids, sites, bootstrap, seed, min_overlap, progress, warnings, sources)
-    if out_json is not None:
-        write_json_atomic(out_json, result.to_dict())
-    if plots_dir is not None:
-        write_plots(result, plots_dir)
-    return result
-
-
-# --------------------------------------------------------------------------- plots
-def _groups(result: EvaluationResult) -> list[tuple[str, DetectionMetrics]]:
-    return [("all", result)] + [(f"site {site}", group) for site, group in result.per_site.items()]
-
-
-def write_plots(result: EvaluationResult, plots_dir: str | Path) -> dict[str, Path]:
-    """Write ``froc.png`` (log FP axis, 0.25–2 FP per case shaded) and ``roc.png`` (case level)."""
-    plots_dir = Path(plots_dir)
-    caption = f"{result.num_cases} cases, {result.num_lesions} lesions; hit = IoU >= {result.min_overlap:g}"
-
-    figure, axis = plt.subplots(figsize=(6.4, 4.8), facecolor="white")
-    finite = [
-        value
-        for _, group in _groups(result)
-        if group.num_lesions
-        for value in np.asarray(group.picai_metrics.lesion_FPR)
-        if 0 < value < math.inf
-    ]
-    left = min([0.05, *(value / 2 for value in finite)])
-    right = max([10.0, *(value * 1.5 for value in finite)])
-    axis.axvspan(FP_PER_CASE[0], FP_PER_CASE[-1], color="tab:green", alpha=0.12, label="0.25–2 FP per case")
-    for name, group in _groups(result):
-        if not group.num_lesions:
-            continue
-        # sensitivity is 0 until the first threshold's false positives; infinity is drawn at the right edge
-        false_positives = np.clip(np.asarray(group.picai_metrics.lesion_FPR, dtype=np.float64), left, right)
-        false_positives = np.concatenate([[left], false_positives])
-        sensitivity = np.concatenate([[0.0], np.asarray(group.picai_metrics.lesion_TPR, dtype=np.float64)])
-        (line,) = axis.plot(
-            false_positives, sensitivity, drawstyle="steps-post", label=name, lw=2 if name == "all" else 1
-        )
-        points = [(x, s) for x, s in group.froc_sensitivity.items() if s is not None]
-        axis.plot(*zip(*points, strict=True), "o", color=line.get_color(), ms=4 if name == "all" else 3)
-    if not result.num_lesions:
-        axis.text(0.5, 0.5, "no lesions: FROC undefined", transform=axis.transAxes, ha="center")
-    axis.set(xscale="log", xlim=(left, right), ylim=(0, 1.02), xlabel="false positives per case")
-    axis.set(ylabel="lesion-level sensitivity", title=f"FROC ({caption})")
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend(loc="lower right", fontsize=8)
-    froc_path = save_figure(figure, plots_dir / "froc.png")
-
-    figure, axis = plt.subplots(figsize=(5.2, 5.2), facecolor="white")
-    axis.plot([0, 1], [0, 1], ":", color="grey", lw=1)
-    for name, group in _groups(result):
-        if group.auroc is None:
-            continue
-        metrics = group.picai_metrics
-        axis.plot(metrics.case_FPR, metrics.case_TPR, label=f"{name} (AUROC {group.auroc:.3f})")
-    if result.auroc is None:
-        axis.text(0.5, 0.5, "AUROC undefined: need positive and negative cases", transform=axis.transAxes, ha="center")
-    axis.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 - specificity (cases)", ylabel="sensitivity (cases)")
-    axis.set(title=f"case-level ROC ({result.num_cases} cases)")
-    axis.grid(True, alpha=0.3)
-    if result.auroc is not None:
-        axis.legend(loc="lower right", fontsize=8)
-    roc_path = save_figure(figure, plots_dir / "roc.png")
-    return {"froc": froc_path, "roc": roc_path}
+    return evaluate_cases(cases(), case_ids, sites, bootstrap, seed=seed, min_overlap=min_overlap, progress=progress)
