@@ -258,89 +258,92 @@ def _float_list(dataset: pydicom.Dataset, keyword: str) -> list[float] | None:
         return None
 
 
+def _image_header(path: Path) -> pydicom.Dataset | str:
+    """The discovery header of an image file, or why the file is not one (the reason to report)."""
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        dataset = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except InvalidDicomError:
+        return "not a DICOM file"
+    except Exception as error:  # a damaged header: keep going, report it
+        return f"unreadable DICOM header ({type(error).__name__})"
+    incomplete = not _text(dataset, "SeriesInstanceUID") or "Rows" not in dataset
+    if incomplete and _ends_before_pixel_data(path):
+        return "unreadable DICOM header (the file ends inside it: truncated)"
+    if _text(dataset, "SOPClassUID") == _DIRECTORY_SOP_CLASS:
+        return "DICOMDIR index, not an image"
+    if not _text(dataset, "SeriesInstanceUID"):
+        return "DICOM file without SeriesInstanceUID"
+    if "Rows" not in dataset:
+        return "DICOM file without Rows (no image)"
+    return dataset
+
+
+def _new_series(dataset: pydicom.Dataset) -> DicomSeries:
+    number = dataset.get("SeriesNumber")
+    echo_train = dataset.get("EchoTrainLength")
+    return DicomSeries(
+        uid=_text(dataset, "SeriesInstanceUID"),
+        number=int(number) if number not in (None, "") else None,
+        description=_text(dataset, "SeriesDescription") or _text(dataset, "ProtocolName"),
+        modality=_text(dataset, "Modality"),
+        image_type=tuple(str(v).upper() for v in (dataset.get("ImageType") or [])),
+        sequence_name=_text(dataset, "SequenceName"),
+        scanning_sequence=_text(dataset, "ScanningSequence"),
+        echo_train_length=int(echo_train) if echo_train not in (None, "") else None,
+        patient_id=_text(dataset, "PatientID"),
+        study_uid=_text(dataset, "StudyInstanceUID"),
+        study_id=_text(dataset, "StudyID") or _text(dataset, "AccessionNumber"),
+        study_date=_text(dataset, "StudyDate"),
+        frame_of_reference=_text(dataset, "FrameOfReferenceUID"),
+        acquisition_seconds=None,
+    )
+
+
+def _dicom_file(path: Path, dataset: pydicom.Dataset) -> DicomFile:
+    position = _float_list(dataset, "ImagePositionPatient")
+    orientation = _float_list(dataset, "ImageOrientationPatient")
+    spacing = _float_list(dataset, "PixelSpacing")
+    instance = dataset.get("InstanceNumber")
+    return DicomFile(
+        path=path,
+        series_uid=_text(dataset, "SeriesInstanceUID"),
+        position=np.asarray(position) if position and len(position) == 3 else None,
+        orientation=np.asarray(orientation) if orientation and len(orientation) == 6 else None,
+        rows=int(dataset.get("Rows", 0) or 0),
+        columns=int(dataset.get("Columns", 0) or 0),
+        pixel_spacing=(spacing[0], spacing[1]) if spacing and len(spacing) == 2 else None,
+        b_value=_b_value(dataset),
+        frames=int(dataset.get("NumberOfFrames", 1) or 1),
+        instance_number=int(instance) if instance not in (None, "") else None,
+        rescale_slope=_optional_float(dataset.get("RescaleSlope")),
+    )
+
+
 def scan_folder(root: Path) -> tuple[list[DicomSeries], list[SkippedFile]]:
     """Find every DICOM image series under ``root`` (any nesting, any file names).
 
     Returns the series sorted by series number (then UID) and the files that were skipped with
-    the reason (not DICOM, no image, unreadable header).
+    the reason (empty, not DICOM, truncated or unreadable header, no image); each series also
+    lists the skipped files of its own folders (``unreadable_neighbours``).
     """
-    root = Path(root)
     by_uid: dict[str, DicomSeries] = {}
     skipped: list[SkippedFile] = []
-    for directory, subdirectories, names in os.walk(root):
+    for directory, subdirectories, names in os.walk(Path(root)):
         subdirectories.sort()
-        for name in sorted(names):
+        for name in sorted(n for n in names if not n.startswith(".")):
             path = Path(directory) / name
-            if name.startswith("."):
+            header = _image_header(path)
+            if isinstance(header, str):
+                skipped.append(SkippedFile(path, header))
                 continue
-            if path.stat().st_size == 0:
-                skipped.append(SkippedFile(path, "empty file (0 bytes)"))
-                continue
-            try:
-                dataset = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-            except InvalidDicomError:
-                skipped.append(SkippedFile(path, "not a DICOM file"))
-                continue
-            except Exception as error:  # a damaged header: keep going, report it
-                skipped.append(SkippedFile(path, f"unreadable DICOM header ({type(error).__name__})"))
-                continue
-            if not _text(dataset, "SeriesInstanceUID") or "Rows" not in dataset:
-                if _ends_before_pixel_data(path):
-                    skipped.append(SkippedFile(path, "unreadable DICOM header (the file ends inside it: truncated)"))
-                    continue
-            if _text(dataset, "SOPClassUID") == _DIRECTORY_SOP_CLASS:
-                skipped.append(SkippedFile(path, "DICOMDIR index, not an image"))
-                continue
-            uid = _text(dataset, "SeriesInstanceUID")
-            if not uid:
-                skipped.append(SkippedFile(path, "DICOM file without SeriesInstanceUID"))
-                continue
-            if "Rows" not in dataset:
-                skipped.append(SkippedFile(path, "DICOM file without Rows (no image)"))
-                continue
-            series = by_uid.get(uid)
-            if series is None:
-                number = dataset.get("SeriesNumber")
-                echo_train = dataset.get("EchoTrainLength")
-                series = DicomSeries(
-                    uid=uid,
-                    number=int(number) if number not in (None, "") else None,
-                    description=_text(dataset, "SeriesDescription") or _text(dataset, "ProtocolName"),
-                    modality=_text(dataset, "Modality"),
-                    image_type=tuple(str(v).upper() for v in (dataset.get("ImageType") or [])),
-                    sequence_name=_text(dataset, "SequenceName"),
-                    scanning_sequence=_text(dataset, "ScanningSequence"),
-                    echo_train_length=int(echo_train) if echo_train not in (None, "") else None,
-                    patient_id=_text(dataset, "PatientID"),
-                    study_uid=_text(dataset, "StudyInstanceUID"),
-                    study_id=_text(dataset, "StudyID") or _text(dataset, "AccessionNumber"),
-                    study_date=_text(dataset, "StudyDate"),
-                    frame_of_reference=_text(dataset, "FrameOfReferenceUID"),
-                    acquisition_seconds=None,
-                )
-                by_uid[uid] = series
-            seconds = _seconds_since_midnight(_text(dataset, "AcquisitionTime") or _text(dataset, "SeriesTime"))
+            uid = _text(header, "SeriesInstanceUID")
+            series = by_uid.get(uid) or by_uid.setdefault(uid, _new_series(header))
+            seconds = _seconds_since_midnight(_text(header, "AcquisitionTime") or _text(header, "SeriesTime"))
             if seconds is not None and (series.acquisition_seconds is None or seconds < series.acquisition_seconds):
                 series.acquisition_seconds = seconds
-            position = _float_list(dataset, "ImagePositionPatient")
-            orientation = _float_list(dataset, "ImageOrientationPatient")
-            spacing = _float_list(dataset, "PixelSpacing")
-            instance = dataset.get("InstanceNumber")
-            series.files.append(
-                DicomFile(
-                    path=path,
-                    series_uid=uid,
-                    position=np.asarray(position) if position and len(position) == 3 else None,
-                    orientation=np.asarray(orientation) if orientation and len(orientation) == 6 else None,
-                    rows=int(dataset.get("Rows", 0) or 0),
-                    columns=int(dataset.get("Columns", 0) or 0),
-                    pixel_spacing=(spacing[0], spacing[1]) if spacing and len(spacing) == 2 else None,
-                    b_value=_b_value(dataset),
-                    frames=int(dataset.get("NumberOfFrames", 1) or 1),
-                    instance_number=int(instance) if instance not in (None, "") else None,
-                    rescale_slope=_optional_float(dataset.get("RescaleSlope")),
-                )
-            )
+            series.files.append(_dicom_file(path, header))
     series_list = sorted(by_uid.values(), key=lambda s: (s.number is None, s.number or 0, s.uid))
     for series in series_list:
         folders = {f.path.parent for f in series.files}
