@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -102,3 +103,60 @@ def test_a_job_that_exits_interrupted_on_its_own_is_cancelled_not_failed(tmp_pat
     job = JobRunner([sys.executable, "-c", f"raise SystemExit({EXIT_INTERRUPTED})"], tmp_path / "job").start()
     state = job.wait(timeout_s=30)
     assert state.status == "cancelled" and "unchanged" in state.describe()
+
+
+# A stand-in for PythonSlicer (CTKAppLauncher): starts the real worker as a child, forwards no
+# signals, and waits for it. The worker appends a line to a file every 50 ms until it is stopped.
+LAUNCHER = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+open(sys.argv[3], "w").write(str(child.pid))
+child.wait()
+"""
+WORKER = """
+import pathlib, sys, time
+out = pathlib.Path(sys.argv[1])
+while True:
+    with out.open("a") as handle:
+        handle.write("step\\n")
+    time.sleep(0.05)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups; Windows uses taskkill /T")
+def test_cancel_stops_the_launcher_and_the_child_it_started_and_nothing_is_written_after(tmp_path):
+    steps, child_pid_file = tmp_path / "steps.txt", tmp_path / "child.pid"
+    job = JobRunner(
+        [sys.executable, "-c", LAUNCHER, WORKER, str(steps), str(child_pid_file)], tmp_path / "job"
+    ).start()
+    deadline = time.monotonic() + 30
+    while not (child_pid_file.exists() and steps.exists() and steps.read_text().count("\n") >= 3):
+        assert time.monotonic() < deadline, "the worker never started"
+        time.sleep(0.05)
+    child = int(child_pid_file.read_text())
+    launcher = job.pid
+    assert _running(child) and _running(launcher)
+    job.cancel(grace_s=2.0)
+    state = job.wait(timeout_s=30)
+    assert state.status == "cancelled" and not job.alive
+    assert not _running(launcher) and not _running(child)
+    written = steps.read_text()
+    time.sleep(0.3)
+    assert steps.read_text() == written, "the child went on writing after the cancel"
+    assert job.cancel_file.exists()
+
+
+def test_a_job_is_alive_until_its_cancelled_process_is_gone(tmp_path):
+    job = JobRunner([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "job").start()
+    assert job.alive and not job.state.finished
+    job.cancel(grace_s=0.0)
+    job.wait(timeout_s=30)
+    assert not job.alive and job.state.status == "cancelled"

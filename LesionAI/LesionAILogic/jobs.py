@@ -133,6 +133,6 @@ class SceneJobs:
         return self.start("finetune", arguments, python, epochs={1: int(epochs), 2: int(classifierEpochs)})
 
     def removeJobFolder(self, job: JobRunner) -> None:
-        """Delete a finished job's folder (inputs, outputs, logs)."""
-        if job.state.finished and self._workFolder and job.work_folder.parent == self._workFolder:
+        """Delete a finished job's folder (inputs, outputs, logs); never one a live process of the job still uses."""
+        if job.state.finished and not job.alive and self._workFolder and job.work_folder.parent == self._workFolder:
             shutil.rmtree(job.work_folder, ignore_errors=True)

@@ -10,9 +10,14 @@ and Windows and cannot dead-lock on a full pipe.
 
 :meth:`JobRunner.cancel` first creates the job's cancel file (which ``lesionai`` commands honour at
 their next step, leaving the previous state intact and exiting with
-:data:`~LesionAILib.jobs.events.EXIT_INTERRUPTED`), then terminates the process (SIGTERM on POSIX,
-which those commands treat the same way; TerminateProcess on Windows) and kills it if it is still
-running ``grace_s`` seconds later (checked by ``poll``).
+:data:`~LesionAILib.jobs.events.EXIT_INTERRUPTED`), then stops the whole process tree: a job is
+started in its own session (POSIX; its own process group on Windows), because inside Slicer the
+command is ``PythonSlicer``, a launcher that starts the real interpreter as a child and forwards
+no signals — terminating the launcher alone would leave the child working. POSIX: SIGTERM to the
+process group (``lesionai`` treats it as a cancel), SIGKILL to the group if anything in it still
+runs ``grace_s`` seconds later (checked by ``poll``). Windows: ``taskkill /T`` of the tree, forced
+after the grace period (not tested here: no Windows machine). A cancelled job counts as ended only
+when no process of its group is left.
 
 Events are those of :mod:`LesionAILib.jobs.events`; the fields of a final event
 (:data:`~LesionAILib.jobs.events.RESULT_EVENTS`: ``analyzed``, ``ordered``, ``classified``,
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -189,6 +195,11 @@ class JobRunner:
                 value = os.pathsep.join([value, environment["PYTHONPATH"]])
             environment[key] = value
         environment["PYTHONUNBUFFERED"] = "1"
+        group = (
+            {"creationflags": subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP}
+            if os.name == "nt"
+            else {"start_new_session": True}
+        )
         with open(self.events_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
             self._process = subprocess.Popen(
                 self.command,
@@ -197,7 +208,7 @@ class JobRunner:
                 stderr=stderr,
                 env=environment,
                 cwd=self.work_folder,
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+                **group,
             )
         self.state.status = "running"
         return self
@@ -208,9 +219,10 @@ class JobRunner:
             return []
         returncode = self._process.poll()
         new_events = self._read_events()
-        if returncode is None:
+        # after a cancel, the job has ended only when nothing of its process tree is left
+        if returncode is None or (self.state.status == "cancelling" and self._group_alive()):
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
-                self._process.kill()
+                self._signal_tree(force=True)
             return new_events
         if not self.state.finished:
             new_events += self._read_events(final=True)
@@ -233,16 +245,43 @@ class JobRunner:
 
         Never blocks.
         """
-        if self._process is None or self._process.poll() is not None:
+        if self._process is None or self.state.finished or not self.alive:
             return
         self.state.status = "cancelling"
         self.cancel_file.touch()
-        self._process.terminate()
+        self._signal_tree(force=grace_s <= 0)
         self._kill_at = time.monotonic() + grace_s
-        if grace_s <= 0:
-            self._process.kill()
+
+    @property
+    def alive(self) -> bool:
+        """True while the job's process, or any process it started in its group, is running."""
+        if self._process is None:
+            return False
+        return self._process.poll() is None or self._group_alive()
 
     # ------------------------------------------------------------------ internals
+    def _group_alive(self) -> bool:
+        if os.name == "nt" or self._process is None:
+            return False  # Windows: the tree is killed as a whole by taskkill /T
+        try:
+            os.killpg(self._process.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _signal_tree(self, force: bool) -> None:
+        """SIGTERM (or SIGKILL) to the job's process group; on Windows, ``taskkill /T`` (``/F`` when forced)."""
+        if os.name == "nt":
+            flags = ["/T", "/F"] if force else ["/T"]
+            subprocess.run(["taskkill", *flags, "/PID", str(self._process.pid)], capture_output=True, check=False)
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL if force else signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
     def _read_events(self, final: bool = False) -> list[dict]:
         try:
             with open(self.events_path, "rb") as handle:
