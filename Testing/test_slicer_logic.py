@@ -335,7 +335,11 @@ def test_annotation_round_trip_gives_the_same_voxels_from_the_engine_reader(logi
     logic.setLesionGrade(annotation, ids[0], 3, zone="PZ")
     logic.setLesionGrade(annotation, ids[1], 1)
     assert [row["gradeGroup"] for row in logic.lesionGrades(annotation)] == [3, 1, None]
+    scene = t2.GetScene()
+    before = sorted(scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes()))
     folder = logic.saveAnnotatedCase(tmp_path / "site", "ProstateX-0000", t2, adc, hbv, annotation, "dr test")
+    after = sorted(scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes()))
+    assert after == before, "saving a case leaves no node behind (temporary label maps, their colour tables)"
     dataset = read_deployment(tmp_path / "site")
     assert dataset.problems == [] and [c.case_id for c in dataset.annotated] == ["ProstateX-0000"]
     saved = dataset.annotated[0]

@@ -73,6 +73,8 @@ def grade_of(segment) -> int | None:
 def _segment_mask(annotation_node, segment_id: str, t2_node) -> np.ndarray:
     """One segment as a boolean ``[K, J, I]`` array on the T2 volume's grid."""
     scene = annotation_node.GetScene()
+    # the export adds a colour table for the label map each time: remove whatever the export added
+    existing = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "LesionAI export (temporary)")
     try:
         ids = vtk.vtkStringArray()
@@ -88,7 +90,9 @@ def _segment_mask(annotation_node, segment_id: str, t2_node) -> np.ndarray:
             raise LesionAIError(f"exported lesion mask has shape {mask.shape}, the T2 {expected}")
         return mask.copy()
     finally:
-        scene.RemoveNode(labelmap)
+        added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+        for node in [n for n in added if n.GetID() not in existing]:
+            scene.RemoveNode(node)
 
 
 def lesion_mask(annotation_node, t2_node) -> tuple[np.ndarray, list, list[str]]:
