@@ -159,7 +159,8 @@ def test_readme_phantom_and_models_lines(runs, workdir):
     assert len(list((workdir / "cohorts/A/images").iterdir())) == 3
     models = runs[RUN[5]]
     assert models.returncode == 0, models.stderr
-    assert "lesionai-demo-phantom" in models.stdout or "demo" in models.stdout.lower()
+    active = [line for line in models.stdout.splitlines() if line.startswith("* ")]
+    assert len(active) == 1 and active[0].split()[1] == "demo" and "bundled demo model" in active[0]
 
 
 def test_readme_python_example_runs_as_written(workdir):

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from LesionAILib.evaluation.result_checks import result_problems
 from LesionAILib.geometry import Grid
-from LesionAILib.inference.analyzer import Analyzer
+from LesionAILib.inference.analyzer import Analyzer, Result
 from LesionAILib.inference.candidate_regions import candidate_map_in_t2
 from LesionAILib.inference.candidates import Candidate, detection_map
 from LesionAILib.phantom.cases import generate_case
@@ -95,8 +95,6 @@ def test_result_checks_name_a_missing_candidate_and_an_invalid_detection_map():
     labels[1, 5:8, 2:5] = 2  # touches candidate 1
     candidates = [_candidate(1, 0.9), _candidate(2, 0.5), _candidate(3, 0.2)]  # 3 has no region
     heat = T2_GRID.image_from_array(np.zeros(T2_GRID.shape, np.float32))
-    from LesionAILib.inference.analyzer import Result
-
     result = Result(
         case_id="x",
         model_name="m",

@@ -30,7 +30,7 @@ from LesionAILib.evaluation.metrics import EvaluationResult, Progress, evaluate_
 from LesionAILib.evaluation.plots import write_plots
 from LesionAILib.geometry import Grid
 from LesionAILib.inference.results import DETECTION_MAP_FILE, RESULT_FILE
-from LesionAILib.studies.files import IMAGE_SUFFIXES, read_image_file
+from LesionAILib.studies.files import image_suffix, read_image_file
 
 LAYOUTS = f"<case>.nii.gz files, or the <case>/ result folders of lesionai analyze (<case>/{DETECTION_MAP_FILE})"
 
@@ -59,16 +59,12 @@ class DetectionMaps:
         return f"label has no detection map of the same name in {self.folder}"
 
 
-def _image_suffix(path: Path) -> str | None:
-    return next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), None)
-
-
 def _images_by_stem(folder: Path, role: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise LesionAIError(f"{role} folder does not exist", folder)
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        suffix = _image_suffix(path)
+        suffix = image_suffix(path)
         if suffix is None or path.name.startswith(".") or not path.is_file():
             continue
         stem = path.name[: -len(suffix)]

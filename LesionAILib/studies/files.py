@@ -13,7 +13,8 @@ from LesionAILib.studies.roles import ROLE_NAMES
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 
-def _image_suffix(path: Path) -> str | None:
+def image_suffix(path: Path) -> str | None:
+    """The supported image suffix ``path`` ends with (``.nii.gz``, ``.mha``, …), or ``None``."""
     name = path.name.lower()
     return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), None)
 
@@ -25,7 +26,7 @@ def read_image_file(path: str | Path, role: str) -> sitk.Image:
         raise StudyError(f"{ROLE_NAMES.get(role, role)} file does not exist", path)
     if path.is_dir():
         raise StudyError(f"expected an image file for {role}, got a folder", path, "give a .nii.gz/.mha/.nrrd file")
-    if _image_suffix(path) is None:
+    if image_suffix(path) is None:
         raise StudyError(
             f"not a supported image file for {role}",
             path,
@@ -73,6 +74,6 @@ def open_files(
     }
     if patient_id is None:
         name = paths["t2w"].name
-        patient_id = name[: -len(_image_suffix(paths["t2w"]) or "")]
+        patient_id = name[: -len(image_suffix(paths["t2w"]) or "")]
     mask = read_image_file(lesion_mask, "label") if lesion_mask else None
     return make_case(images, patient_id, study_id, sources, None, mask)
