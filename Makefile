@@ -8,6 +8,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
+# The TAPS prostate gland model (its weights file, checked by sha256); --no-deps: see pyproject.toml
+TAPS_SPEC ?= lavlab-taps==1.1.2
 STAMP := $(VENV)/.lesionai-installed
 
 .PHONY: install demo test lint clean system-deps
@@ -17,6 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e '.[test,mrml]'
+	$(PY) -m pip install --quiet --no-deps $(TAPS_SPEC)
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -29,8 +32,10 @@ lint: $(STAMP)
 
 # Off-screen rendering tests (slice views through VTK's EGL window) need Mesa's EGL; installed with
 # apt when absent (CI runs as root on Debian).
+# dciodvfy (dicom3tools) validates the DICOM objects LesionAI writes.
 system-deps:
 	@ldconfig -p | grep -q libEGL_mesa || { apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri; }
+	@command -v dciodvfy >/dev/null || { apt-get update -qq && apt-get install -y -qq dicom3tools; }
 
 test: $(STAMP) system-deps
 	$(PY) -m ruff check .

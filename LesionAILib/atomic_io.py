@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if temporary.exists():
             temporary.unlink()
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path``; on success it takes ``path``'s place, on error it is removed.
+
+    A folder already at ``path`` is moved aside, the new one renamed onto ``path``, and the old one then
+    deleted, so ``path`` is at every moment either the old folder or the complete new one. Whether an
+    existing ``path`` may be replaced at all is the caller's decision (check before entering).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        yield temporary
+        os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp creates 0700; give the folder the usual mode
+        if path.exists():
+            previous = Path(tempfile.mkdtemp(prefix=f".{path.name}-previous-", dir=path.parent))
+            os.replace(path, previous / path.name)
+            os.replace(temporary, path)
+            shutil.rmtree(previous)
+        else:
+            os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary)
 
 
 def _umask() -> int:

@@ -41,3 +41,7 @@ class ModelFileError(LesionAIError):
 
 class ConfigError(LesionAIError):
     """A configuration value is out of range or inconsistent."""
+
+
+class DicomOutputError(LesionAIError):
+    """Results cannot be written as DICOM objects or sent to a DICOM node (no DICOM source, refused association)."""

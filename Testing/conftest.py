@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,3 +125,116 @@ def tiny_model_path(phantom_cohort, tmp_path_factory) -> Path:
         )
     )
     return Trainer(config, folder / "run").run("both")
+
+
+@pytest.fixture(scope="session")
+def slicer_app():
+    """The one ``trame_slicer.core.SlicerApp`` of the session (a real MRML scene; a second one would warn)."""
+    require_module("trame_slicer", "needs the slicer-core and trame-slicer wheels (pip install -e '.[mrml]')")
+    from trame_slicer.core import SlicerApp
+
+    return SlicerApp()
+
+
+def save_tiny_model(path: Path, name: str, seed: int) -> Path:
+    """An untrained :data:`TINY_MODEL` detector (seeded, so its candidates are the same every run)."""
+    import torch
+
+    from LesionAILib.models.modelfile import ModelMetadata, save_model
+    from LesionAILib.models.networks import LesionModel, ModelConfig
+    from LesionAILib.preprocessing.pipeline import PreprocessConfig
+
+    torch.manual_seed(seed)
+    config = ModelConfig.from_dict(TINY_MODEL)
+    metadata = ModelMetadata(
+        name=name,
+        architecture=config,
+        preprocess=PreprocessConfig(shape=(16, 64, 64), spacing=(3.0, 1.5, 1.5)),
+        synthetic_training_data=True,
+    )
+    return save_model(LesionModel(config).eval(), metadata, path)
+
+
+_GL_PROBE = """
+import vtk
+window = vtk.vtkRenderWindow()
+window.SetOffScreenRendering(1)
+window.SetSize(8, 8)
+window.AddRenderer(vtk.vtkRenderer())
+window.Render()
+print(window.GetClassName(), window.SupportsOpenGL())
+"""
+
+
+@pytest.fixture(scope="session")
+def offscreen_gl() -> str:
+    """An off-screen OpenGL window class that works here: EGL (GPU or Mesa), else OSMesa; skip if none.
+
+    Probed in a child process, because a failing OpenGL context can abort the process.
+    """
+    for window in ("vtkEGLRenderWindow", "vtkOSOpenGLRenderWindow"):
+        probe = subprocess.run(
+            [sys.executable, "-c", _GL_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "VTK_DEFAULT_OPENGL_WINDOW": window},
+        )
+        if probe.returncode == 0 and probe.stdout.split()[-2:] == [window, "1"]:
+            os.environ["VTK_DEFAULT_OPENGL_WINDOW"] = window
+            return window
+    skip_or_fail("no off-screen OpenGL here (tried VTK's EGL and OSMesa windows): install Mesa's libEGL or libOSMesa")
+
+
+def write_known_result(folder: Path, case) -> dict:
+    """A result folder with a heatmap blob (σ 4 mm) and one candidate at the ProstateX-0000 finding.
+
+    The per-sequence maps are the same blob scaled (ADC 0.8, high-b 0.7), so each reading view shows heat there.
+    """
+    from LesionAILib.geometry import Grid
+    from LesionAILib.inference.analyzer import Result
+    from LesionAILib.inference.candidates import Candidate
+    from LesionAILib.inference.results import write_result
+    from LesionAILib.models.modelfile import ModelMetadata
+    from LesionAILib.models.networks import ModelConfig
+    from LesionAILib.preprocessing.pipeline import PreprocessConfig
+
+    grid = Grid.from_image(case.t2w)
+    index = np.indices(grid.shape).reshape(3, -1).T
+    points = grid.index_to_lps(index).reshape(*grid.shape, 3)
+    distance = np.linalg.norm(points - np.asarray(FINDING_0000_LPS), axis=-1)
+    heat = np.exp(-0.5 * (distance / 4.0) ** 2).astype(np.float32)
+    labels = (heat > 0.4).astype(np.uint8)
+    x, y, z = FINDING_0000_LPS
+    candidate = Candidate(
+        candidate_id=1,
+        peak=float(heat.max()),
+        voxels=int(labels.sum()),
+        volume_ml=float(labels.sum() * grid.voxel_volume_ml()),
+        center_index=(8.5, 223.9, 166.8),
+        center_lps_mm=(x, y, z),
+        center_ras_mm=(-x, -y, z),
+        probability=0.9,
+        grade_group=3,
+        zone="PZ",
+        score_model="known blob",
+    )
+    result = Result(
+        case_id="known",
+        model_name="known blob (test)",
+        model_notice="a test heatmap, not a model output",
+        heatmap=grid.image_from_array(heat),
+        sequence_heatmaps={
+            role: grid.image_from_array(heat * np.float32(scale))
+            for role, scale in (("t2w", 1.0), ("adc", 0.8), ("hbv", 0.7))
+        },
+        detection_map=grid.image_from_array(labels * np.float32(0.9)),
+        candidate_map=grid.image_from_array(labels),
+        candidates=[candidate],
+        case_score=0.9,
+        device="cpu",
+    )
+    grid_config = PreprocessConfig(shape=(16, 64, 64), spacing=(3.0, 1.5, 1.5))
+    model = ModelMetadata("known blob", ModelConfig.from_dict(TINY_MODEL), grid_config)
+    write_result(result, case, folder, model, figures=False)
+    return candidate.to_dict()

@@ -48,6 +48,17 @@ RUN = [
 ]
 # README lines whose full run costs minutes of training: where they run, at a small size.
 COVERED_ELSEWHERE = {
+    "lesionai gland STUDY --out DIR --psa 6.4": "Testing/test_gland.py (lesionai gland on ProstateX-0000)",
+    "lesionai analyze STUDY --out DIR --gland --gland-margin 5": "Testing/test_gland.py (analyze --gland)",
+    "lesionai analyze ProstateX-0000 --out result --dicom-out result-dicom": (
+        "Testing/test_dicom_export.py (analyze --dicom-out with the bundled model)"
+    ),
+    "lesionai export-dicom result --study ProstateX-0000 --out result-dicom": (
+        "Testing/test_dicom_export.py (export-dicom of a result folder)"
+    ),
+    "lesionai send result-dicom --to PACS@pacs.hospital.example:104 --calling-ae LESIONAI": (
+        "Testing/test_dicom_export.py (send to a loopback Storage SCP)"
+    ),
     "lesionai train --config Resources/Configs/demo-phantom.json --train cohorts/A --run-dir runs/mine": (
         "Testing/test_training.py (train command with a tiny config)"
     ),

@@ -31,6 +31,7 @@ CSV_COLUMNS = [
     "center_s_ras_mm",
     "zone",
     "score_model",
+    "in_gland",
 ]
 
 
@@ -136,6 +137,7 @@ def test_candidate_fields_feed_json_csv_and_the_terminal_table():
     cells = {spec.name: spec.format(spec.value(candidate)) for spec in CANDIDATE_FIELDS}
     assert cells["probability"] == "0.8765" and cells["center_l_mm"] == "12.35" and cells["grade_group"] == ""
     header, row = candidate_table([candidate]).splitlines()
-    assert header.split() == ["id", "probability", "grade", "group", "peak", "volume", "ml", *"R mm A mm S mm".split()]
+    expected = ["id", "probability", "grade", "group", "peak", "volume", "ml", *"R mm A mm S mm".split(), "in", "gland"]
+    assert header.split() == expected
     assert row.split() == ["2", "0.8765", "0.6123", "0.1235", "-12.35", "7.00", "30.12"]
     assert candidate_table([]).splitlines()[-1].strip() == "(no candidates)"

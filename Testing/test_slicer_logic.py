@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import FINDING_0000_LPS, FINDING_0000_T2_IJK, ROOT, TINY_MODEL, require_module, skip_or_fail
+from conftest import (
+    FINDING_0000_LPS,
+    FINDING_0000_T2_IJK,
+    ROOT,
+    require_module,
+    save_tiny_model,
+    write_known_result,
+)
 
 require_module("trame_slicer", "needs the slicer-core and trame-slicer wheels (pip install -e '.[mrml]')")
 
@@ -38,38 +45,21 @@ from LesionAILib.adaptation.deployment import read_deployment  # noqa: E402
 from LesionAILib.errors import LesionAIError  # noqa: E402
 from LesionAILib.inference.analyzer import Analyzer  # noqa: E402
 from LesionAILib.jobs.runner import JobRunner  # noqa: E402
-from LesionAILib.models.modelfile import ModelMetadata, save_model  # noqa: E402
-from LesionAILib.models.networks import LesionModel, ModelConfig  # noqa: E402
-from LesionAILib.preprocessing.pipeline import PreprocessConfig  # noqa: E402
 
 pytestmark = pytest.mark.mrml
 
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def app():
-    from trame_slicer.core import SlicerApp
-
-    return SlicerApp()
+def app(slicer_app):
+    return slicer_app
 
 
-def _save_tiny_model(path: Path, name: str, seed: int) -> Path:
-    import torch
-
-    torch.manual_seed(seed)
-    config = ModelConfig.from_dict(TINY_MODEL)
-    metadata = ModelMetadata(
-        name=name,
-        architecture=config,
-        preprocess=PreprocessConfig(shape=(16, 64, 64), spacing=(3.0, 1.5, 1.5)),
-        synthetic_training_data=True,
-    )
-    return save_model(LesionModel(config).eval(), metadata, path)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    return _save_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors", "tiny-untrained", seed=1)
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors", "tiny-untrained", seed=1)
 
 
 @pytest.fixture(scope="session")
@@ -407,12 +397,12 @@ def test_next_case_is_the_most_uncertain_unannotated_case(logic, volumes_0000, t
 def test_model_version_switch_and_rollback_change_the_model_analysis_uses(
     app, tmp_path, monkeypatch, volumes_0000, tiny_model
 ):
-    import LesionAILib.models.modelfile as modelfile
+    import LesionAILib.models.bundled as bundled
 
-    monkeypatch.setattr(modelfile, "DEMO_MODEL", tiny_model)  # stands in for the bundled demo model
+    monkeypatch.setattr(bundled, "DEMO_MODEL", tiny_model)  # stands in for the bundled demo model
     logic = LesionAILogic(app.scene, modelStore=tmp_path / "store", workFolder=tmp_path / "jobs")
     assert [v["version"] for v in logic.modelVersions()] == ["demo"] and logic.modelVersions()[0]["active"]
-    other = _save_tiny_model(tmp_path / "other.safetensors", "site-model", seed=2)
+    other = save_tiny_model(tmp_path / "other.safetensors", "site-model", seed=2)
     version = logic.addModelFile(other, note="from the site")
     assert version == "v2" and not logic.modelVersions()[1]["active"]
     logic.activateModelVersion(version)
@@ -557,90 +547,12 @@ def test_finetuning_in_a_separate_process_adds_a_version_to_switch_to_and_back(a
 
 
 # --------------------------------------------------------------------------- rendering
-def _known_result(folder: Path, case) -> dict:
-    """A result folder with a heatmap blob (σ 4 mm) and one candidate at the ProstateX-0000 finding."""
-    from LesionAILib.geometry import Grid
-    from LesionAILib.inference.analyzer import Result
-    from LesionAILib.inference.candidates import Candidate
-    from LesionAILib.inference.results import write_result
-
-    grid = Grid.from_image(case.t2w)
-    index = np.indices(grid.shape).reshape(3, -1).T
-    points = grid.index_to_lps(index).reshape(*grid.shape, 3)
-    distance = np.linalg.norm(points - np.asarray(FINDING_0000_LPS), axis=-1)
-    heat = np.exp(-0.5 * (distance / 4.0) ** 2).astype(np.float32)
-    labels = (heat > 0.4).astype(np.uint8)
-    x, y, z = FINDING_0000_LPS
-    candidate = Candidate(
-        candidate_id=1,
-        peak=float(heat.max()),
-        voxels=int(labels.sum()),
-        volume_ml=float(labels.sum() * grid.voxel_volume_ml()),
-        center_index=(8.5, 223.9, 166.8),
-        center_lps_mm=(x, y, z),
-        center_ras_mm=(-x, -y, z),
-        probability=0.9,
-        grade_group=3,
-        zone="PZ",
-        score_model="known blob",
-    )
-    result = Result(
-        case_id="known",
-        model_name="known blob (test)",
-        model_notice="a test heatmap, not a model output",
-        heatmap=grid.image_from_array(heat),
-        sequence_heatmaps={},
-        detection_map=grid.image_from_array(labels * np.float32(0.9)),
-        candidate_map=grid.image_from_array(labels),
-        candidates=[candidate],
-        case_score=0.9,
-        device="cpu",
-    )
-    grid_config = PreprocessConfig(shape=(16, 64, 64), spacing=(3.0, 1.5, 1.5))
-    model = ModelMetadata("known blob", ModelConfig.from_dict(TINY_MODEL), grid_config)
-    write_result(result, case, folder, model, figures=False)
-    return candidate.to_dict()
-
-
-_GL_PROBE = """
-import vtk
-window = vtk.vtkRenderWindow()
-window.SetOffScreenRendering(1)
-window.SetSize(8, 8)
-window.AddRenderer(vtk.vtkRenderer())
-window.Render()
-print(window.GetClassName(), window.SupportsOpenGL())
-"""
-
-
-@pytest.fixture(scope="session")
-def offscreen_gl() -> str:
-    """An off-screen OpenGL window class that works here: EGL (GPU or Mesa), else OSMesa; skip if none.
-
-    Probed in a child process, because a failing OpenGL context can abort the process.
-    """
-    import subprocess
-
-    for window in ("vtkEGLRenderWindow", "vtkOSOpenGLRenderWindow"):
-        probe = subprocess.run(
-            [sys.executable, "-c", _GL_PROBE],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "VTK_DEFAULT_OPENGL_WINDOW": window},
-        )
-        if probe.returncode == 0 and probe.stdout.split()[-2:] == [window, "1"]:
-            os.environ["VTK_DEFAULT_OPENGL_WINDOW"] = window
-            return window
-    skip_or_fail("no off-screen OpenGL here (tried VTK's EGL and OSMesa windows): install Mesa's libEGL or libOSMesa")
-
-
 def test_rendered_slice_view_shows_heat_at_the_candidate_and_grey_far_away(
     app, logic, volumes_0000, tmp_path, offscreen_gl
 ):
     view = offscreen.create_slice_view(app, "Axial", size=(400, 400))
     t2 = volumes_0000["t2w"]
-    candidate = _known_result(tmp_path / "known", logic.caseFromNodes(*volumes_0000.values()))
+    candidate = write_known_result(tmp_path / "known", logic.caseFromNodes(*volumes_0000.values()))
     try:
         logic.loadAnalysisResult(tmp_path / "known", t2)
         logic.showResult(t2, opacity=0.8)
@@ -759,7 +671,7 @@ def test_dependency_constraints_pin_the_installed_numpy_simpleitk_and_torch():
     assert f"SimpleITK=={importlib.metadata.version('SimpleITK')}" in pins
     assert f"torch=={importlib.metadata.version('torch')}" in pins
     assert dependencies.missing_packages() == [] and dependencies.describe_missing() == ""
-    assert dependencies.torch_status()["recent_enough"]
+    assert dependencies.torch_status()["in_range"]
 
 
 # --------------------------------------------------------------------------- point and classify

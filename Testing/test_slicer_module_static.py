@@ -7,6 +7,7 @@ source with ``ast``/regular expressions and from ``Resources/UI/LesionAI.ui`` wi
 from __future__ import annotations
 
 import ast
+import json
 import py_compile
 import re
 import subprocess
@@ -57,6 +58,17 @@ def _parameter_fields() -> dict[str, str]:
     raise AssertionError("no @parameterNodeWrapper class in LesionAI.py")
 
 
+def _parameter_defaults() -> dict[str, object]:
+    """Field name → default value (a literal) of the ``@parameterNodeWrapper`` class in LesionAI.py."""
+    tree = ast.parse(MODULE.read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LesionAIParameterNode")
+    return {
+        item.target.id: ast.literal_eval(item.value)
+        for item in cls.body
+        if isinstance(item, ast.AnnAssign) and item.value is not None
+    }
+
+
 def test_every_widget_the_module_uses_exists_in_the_ui_file():
     used = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text(encoding="utf-8")))
     widgets = _ui_widgets()
@@ -80,7 +92,7 @@ def test_ui_parameter_bindings_name_typed_fields_of_the_parameter_node():
         kind = CONNECTABLE.get(widget_class)
         assert kind, f"{widget}: parameter nodes cannot drive a {widget_class}"
         expected = {
-            "node": annotation.startswith("vtkMRML"),
+            "node": annotation.startswith("slicer.vtkMRML"),
             "float": "float" in annotation,
             "int": "int" in annotation,
             "bool": annotation == "bool",
@@ -165,7 +177,7 @@ def test_cmake_lists_every_file_slicer_needs():
         f"LesionAI/CMakeLists.txt ENGINE_PYTHON_SCRIPTS differs from LesionAILib/**/*.py: "
         f"add {sorted(set(engine) - set(listed))}, remove {sorted(set(listed) - set(engine))}"
     )
-    logic = sorted(f"LesionAILogic/{p.name}" for p in LOGIC.glob("*.py"))
+    logic = sorted(f"LesionAILogic/{p.relative_to(LOGIC).as_posix()}" for p in LOGIC.rglob("*.py"))
     scripts = _cmake_list(text, "MODULE_PYTHON_SCRIPTS")
     assert scripts[0] == "${MODULE_NAME}.py" and sorted(scripts[1:]) == logic
     for resource in _cmake_list(text, "MODULE_RESOURCES"):
@@ -173,8 +185,86 @@ def test_cmake_lists_every_file_slicer_needs():
     assert "slicerMacroBuildScriptedModule(" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
     top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "add_subdirectory(LesionAI)" in top and re.search(r'set\(EXTENSION_DEPENDS\s+"?PyTorch', top)
-    for field in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
+    assert top.startswith("cmake_minimum_required(VERSION 3.28.0...3.28.0 FATAL_ERROR)")  # Slicer 5.10's template
+    for field in ("CONTRIBUTORS", "DESCRIPTION"):
         assert re.search(rf'set\(EXTENSION_{field}\s+"[^"]+"\)', top), field
+    assert "Needs 3D Slicer 5.10 or newer" in top
+    # no URL that does not exist yet (the public repository is not published)
+    assert not re.search(r"set\(EXTENSION_(HOMEPAGE|ICONURL|SCREENSHOTURLS)", top)
+
+
+def test_extensions_index_entry_has_what_the_catalog_schema_requires():
+    """Slicer's slicer-extension-catalog-entry schema v1.0.2 requires $schema, category and scm_url."""
+    entry = json.loads((ROOT / "Resources" / "ExtensionsIndex" / "LesionAI.json").read_text(encoding="utf-8"))
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
+    assert entry["category"] == "Segmentation" and entry["scm_url"].startswith("https://")
+    assert entry["build_dependencies"] == ["PyTorch"] and entry["scm_revision"] == "main"
+    assert set(entry) <= {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+                          "dicom_support_rule", "build_subdirectory", "enabled", "tier"}
+
+
+def test_panel_fields_of_the_wrapper_and_the_controller_state_are_the_same():
+    """The Qt wrapper binds the widgets, PanelState is what the controller reads: same names, types, defaults."""
+    sys.path.insert(0, str(LOGIC.parent))
+    from LesionAILogic.panel.state import NODE, PANEL_FIELDS
+
+    fields = _parameter_fields()
+    assert list(fields) == [field.name for field in PANEL_FIELDS]
+    for field in PANEL_FIELDS:
+        annotation = fields[field.name]
+        if field.type is NODE:
+            assert annotation.startswith("slicer.vtkMRML"), field.name
+        else:
+            assert annotation == field.type.__name__ or annotation.startswith(f"Annotated[{field.type.__name__},"), (
+                field.name
+            )
+    defaults = _parameter_defaults()
+    for field in PANEL_FIELDS:
+        if field.type is not NODE:
+            assert defaults[field.name] == field.default, field.name
+
+
+# methods of the widget that set it up or draw the controller's view (may be long); every other method is a slot
+BINDING_METHODS = {"__init__", "setup", "cleanup", "enter", "exit", "resourcePath", "initializeParameterNode"}
+BINDING_PREFIXES = ("_setup", "_bind", "_render", "_release", "_disconnect", "_follow")
+
+
+def test_every_widget_slot_is_one_or_two_statements_into_the_controller():
+    tree = ast.parse(MODULE.read_text(encoding="utf-8"))
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LesionAIWidget")
+    slots = {}
+    for method in widget.body:
+        if not isinstance(method, ast.FunctionDef):
+            continue
+        if method.name in BINDING_METHODS or method.name.startswith(BINDING_PREFIXES):
+            continue
+        body = [s for s in method.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+        slots[method.name] = len(body)
+    assert len(slots) >= 20, sorted(slots)
+    long = {name: count for name, count in slots.items() if count > 2}
+    assert not long, f"widget slots must call the controller in one or two statements: {long}"
+    source = MODULE.read_text(encoding="utf-8")
+    assert "tryWithErrorDisplay" not in source  # it re-raises into Qt callbacks; the controller shows errors
+
+
+def test_compatibility_check_names_the_version_and_accepts_5_10_and_newer():
+    sys.path.insert(0, str(LOGIC.parent))
+    from LesionAILogic.compatibility import unsupported_reason
+
+    assert unsupported_reason((5, 8), (3, 9, 10)) == (
+        "LesionAI needs 3D Slicer 5.10 or newer (this is Slicer 5.8); "
+        "install a current Slicer from download.slicer.org."
+    )
+    assert unsupported_reason((5, 9), (3, 12)).startswith("LesionAI needs 3D Slicer 5.10 or newer (this is Slicer 5.9)")
+    assert unsupported_reason(None, (3, 9)).endswith("(its Python is 3.9; LesionAI needs Python 3.10 or newer).")
+    assert unsupported_reason((5, 10), (3, 12)) is None and unsupported_reason((6, 0), (3, 13)) is None
+    assert unsupported_reason(None, (3, 12)) is None
+    # the module imports the check before anything needing Python >= 3.10
+    source = MODULE.read_text(encoding="utf-8")
+    assert source.index("from LesionAILogic.compatibility import") < source.index("import LesionAILogic\n")
+    py_compile.compile(str(LOGIC / "compatibility.py"), doraise=True)
+    compat = (LOGIC / "compatibility.py").read_text(encoding="utf-8")
+    assert "from __future__" not in compat and " | " not in compat and "match " not in compat
 
 
 def test_icon_is_a_128_pixel_png():
@@ -191,6 +281,6 @@ def test_slicer_dependency_list_matches_the_package_dependencies():
     from LesionAILogic import dependencies
 
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
-    protected = {name.lower() for name in dependencies.PROTECTED}
+    protected = {"torch", "numpy", "simpleitk"}  # Slicer's own (and the PyTorch extension's): never pip-installed
     expected = sorted(r for r in declared if re.split(r"[<>=!~ ]", r)[0].lower() not in protected)
     assert sorted(dependencies.REQUIREMENTS.values()) == expected

@@ -1,27 +1,38 @@
-"""Accuracy on a phantom site held out of training: localization only vs two-phase vs a plain U-Net.
+"""Accuracy on phantom sites held out of training (C and E): localization only vs two-phase vs a plain U-Net.
 
 Data (generated into ``--work`` if missing, deterministic): training cohorts of sites A, B and D
-(80 cases each, seed 1 — the bundled demo model's training data, see its model card) and the
-held-out test cohort of site C (80 cases, seed 1), a different scanner profile never seen in
-training.
+(80 cases each, seed 1 — the bundled demo model's training data, see its model card) and two
+held-out test cohorts (80 cases each, seed 1), scanner profiles never seen in training:
 
-Methods, same data:
+* **site C** — a 1.5 T-like profile that lies inside the range of A/B/D on every acquisition
+  parameter but the b-value (reported as before);
+* **site E** — outside A/B/D on almost every parameter (coarse 0.7 mm / 4.5 mm T2, 3 mm DWI
+  tilted 12°, b50/600 ADC, acquired b1000, ADC calibration +12 %, strong bias field, 6 mm DWI
+  shift; fixed by issue 14, ``LesionAILib.phantom.profiles``).
+
+Methods, same cases, same order:
 
 * **two-phase** — the bundled demo model (or ``--model``): localization network + classifier
   trained jointly in two phases; each candidate's score is the classifier's probability.
 * **localization only** — the same model's localization network alone; a candidate's score is the
   peak of the combined map (what phase 2 adds is the difference between these two rows).
 * **plain U-Net** — an early-fusion 3D U-Net with a binary csPCa segmentation objective (cross-
-  entropy + soft Dice, in the style of the PI-CAI U-Net baseline) of similar size, trained by this
-  script with the same data, grid, crops and augmentation, for 1.25 × the two-phase model's
-  phase-1 epochs (phase 1 plus roughly the compute of its classifier phase; measured training
-  minutes of both are in the table).
+  entropy + soft Dice, in the style of the PI-CAI U-Net baseline), trained by this script from
+  ``Resources/Configs/plain-unet-baseline.json`` — the same recipe ``lesionai train --config
+  Resources/Configs/plain-unet-baseline.json --phase 1`` runs — on the same data, grid, crops and
+  augmentation, with the two-phase model's optimisation budget (as many optimiser steps as the
+  bundled model's phases 1 and 2 took, each on a phase-1 batch; the configuration's description
+  says how the number was measured). Training resumes in ``--work/runs/unet`` after a stop.
 
-Every case is analysed through the deployed path (:meth:`Analyzer.analyze`, detection maps in
-the T2 geometry) and scored with picai-eval (95 % bootstrap intervals over cases).
+Every case is analysed through the deployed path (:meth:`Analyzer.analyze`, detection maps in the
+T2 geometry), checked (``evaluation/result_checks.py``: a crash or a detection map picai-eval
+refuses is counted, a crashed case scores as an empty map) and scored with picai-eval (95 %
+bootstrap intervals over cases). Each case's outcome is cached under ``--work/detections/`` per
+model file (by its sha256) and method, so a stopped run resumes where it stopped.
 
-Run: ``.venv/bin/python benchmarks/accuracy.py [--work DIR] [--model M] [--unet-model U]``.
-Last line: ``heldout_auroc=<two-phase AUROC> heldout_ap=<two-phase AP>``.
+Run: ``.venv/bin/python benchmarks/accuracy.py [--work DIR] [--model M] [--no-unet] [--cases N]``.
+Last line: ``heldout_auroc=<C> heldout_ap=<C> site_e_auroc=<E> site_e_ap=<E> crashes=<n>
+invalid_maps=<n>`` (two-phase model; crashes and invalid maps over every analysis of the run).
 """
 
 from __future__ import annotations
@@ -30,67 +41,150 @@ import argparse
 import json
 import sys
 import time
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
 from common import ROOT, machine, print_table  # noqa: E402
 
-from LesionAILib.evaluation.validation import cohort_detections, localization_only, score  # noqa: E402
+from LesionAILib.atomic_io import write_atomic  # noqa: E402
+from LesionAILib.evaluation.metrics import EvaluationResult, evaluate_arrays  # noqa: E402
+from LesionAILib.evaluation.result_checks import result_problems  # noqa: E402
+from LesionAILib.evaluation.validation import localization_only, significant_lesion_mask  # noqa: E402
 from LesionAILib.inference.analyzer import Analyzer  # noqa: E402
-from LesionAILib.models.modelfile import bundled_model_path, read_metadata  # noqa: E402
+from LesionAILib.models.bundled import bundled_model_path  # noqa: E402
+from LesionAILib.models.modelfile import read_metadata  # noqa: E402
 from LesionAILib.phantom.cohort import write_cohort  # noqa: E402
-from LesionAILib.training.cohorts import read_cohort  # noqa: E402
-from LesionAILib.training.config import TrainConfig  # noqa: E402
+from LesionAILib.training.cohorts import CaseRecord, read_cohort  # noqa: E402
+from LesionAILib.training.config import load_config  # noqa: E402
 from LesionAILib.training.trainer import Trainer  # noqa: E402
 
-TRAIN_SITES, TEST_SITE, CASES, SEED = ("A", "B", "D"), "C", 80, 1
-# early-fusion U-Net with about as many parameters as the fusion localizer + classifier (0.53 M vs 0.58 M)
-UNET_MODEL = {"localizer": {"variant": "unet", "widths": [12, 24, 48, 48], "dropout": 0.1}, "classifier": None}
+TRAIN_SITES, HELD_OUT_SITES, CASES, SEED = ("A", "B", "D"), ("C", "E"), 80, 1
+UNET_CONFIG = ROOT / "Resources" / "Configs" / "plain-unet-baseline.json"
+LOCALIZATION_ONLY = "localization only (score = map peak)"
+TWO_PHASE = "two-phase localization + classification"
+UNET = "plain U-Net segmentation baseline"
+METHOD_KEYS = {LOCALIZATION_ONLY: "localization-only", TWO_PHASE: "two-phase", UNET: "unet"}
 
 
-def cohort(work: Path, site: str) -> Path:
-    folder = work / "cohorts" / site
+def cohort(work: Path, site: str, cases: int = CASES) -> Path:
+    """The site's cohort folder (``cohorts/<site>`` for the default size, else ``cohorts/<site>-<n>``)."""
+    folder = work / "cohorts" / (site if cases == CASES else f"{site}-{cases}")
     if not (folder / "cohort.json").exists():
-        print(f"generating site {site} ({CASES} cases) in {folder}", file=sys.stderr)
-        write_cohort(folder, CASES, site=site, seed=SEED)
+        print(f"generating site {site} ({cases} cases) in {folder}", file=sys.stderr)
+        write_cohort(folder, cases, site=site, seed=SEED)
     return folder
 
 
-def unet_epochs(phase1_epochs: int) -> int:
-    """The baseline's epoch budget: the two-phase model's phase-1 epochs plus a quarter for its
-    classifier phase (a phase-2 epoch over candidate crops costs far less than a phase-1 epoch);
-    the table reports the measured training minutes of both."""
-    return int(round(1.25 * phase1_epochs))
+def held_out_records(work: Path, site: str, cases: int) -> list[CaseRecord]:
+    """The first ``cases`` cases of the site (case i is a pure function of (seed, site, i), so the first
+    n of the default cohort are the n-case cohort): from the default cohort when it is there."""
+    default = work / "cohorts" / site
+    folder = default if cases <= CASES and (default / "cohort.json").exists() else cohort(work, site, cases)
+    return read_cohort(folder).cases[:cases]
 
 
-def train_unet(work: Path, model_path: Path, train: list[Path]) -> tuple[Path, float]:
-    """The U-Net baseline with the demo model's data, grid, crops, augmentation and epoch budget."""
-    reference = read_metadata(model_path).training["config"]
-    phase1 = dict(reference["phase1"])
-    epochs = unet_epochs(phase1["epochs"])
-    phase1.update(epochs=epochs, objective="segmentation", patience=epochs)
-    config = TrainConfig.from_dict(
-        {
-            **{k: reference[k] for k in ("seed", "val_fraction", "preprocess", "augment")},
-            "name": "plain-unet-baseline",
-            "train": [str(p) for p in train],
-            "cache_dir": str(work / "cache"),
-            "model": UNET_MODEL,
-            "phase1": phase1,
+# --------------------------------------------------------------------------- one case, cached
+def outcome_folder(work: Path, model_path: Path, method: str, site: str) -> Path:
+    """Where the case outcomes of one model file (by content hash), method and site are cached."""
+    sha = read_metadata(model_path).sha256[:12] or model_path.stem
+    return work / "detections" / f"{sha}-{METHOD_KEYS[method]}" / site
+
+
+def analyse_case(analyzer: Analyzer, record: CaseRecord, path: Path) -> dict:
+    """Analyse one case (never raises for a crash of the analysis), cache and return its outcome:
+    detection map and csPCa label [Z, Y, X] on the T2 grid, crash message, problems, seconds."""
+    case = record.open()
+    label = significant_lesion_mask(record, case)
+    started = time.perf_counter()
+    crash, problems = "", []
+    try:
+        result = analyzer.analyze(case)
+        detection = sitk.GetArrayFromImage(result.detection_map).astype(np.float32)
+        problems = result_problems(result, case.t2w)
+    except Exception as error:  # a crash is what this benchmark counts; the case scores as an empty map
+        crash = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=4)}"
+        detection = np.zeros(label.shape, np.float32)
+    seconds = time.perf_counter() - started
+    if detection.shape != label.shape:  # a detection map off the T2 grid cannot be scored: an empty one
+        problems.append(f"detection map shape {detection.shape} is not the T2 grid's {label.shape}")
+        detection = np.zeros(label.shape, np.float32)
+    outcome = {"detection": detection, "label": label, "crash": crash, "problems": problems, "seconds": seconds}
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            np.savez_compressed(
+                handle,
+                detection=detection,
+                label=label,
+                crash=np.array(crash),
+                problems=np.array(problems, dtype=str),
+                seconds=np.array(seconds),
+            )
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, write)
+    return outcome
+
+
+def read_outcome(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as data:
+        return {
+            "detection": data["detection"],
+            "label": data["label"],
+            "crash": str(data["crash"]),
+            "problems": [str(p) for p in data["problems"]],
+            "seconds": float(data["seconds"]),
         }
-    )
-    start = time.perf_counter()
-    path = Trainer(config, work / "runs" / "unet").run("1", work / "unet-baseline.safetensors")
-    return path, time.perf_counter() - start
 
 
-def row(name: str, analyzer: Analyzer, records, train_seconds) -> tuple[list, object]:
-    start = time.perf_counter()
-    detections, labels, ids = cohort_detections(analyzer, records)
-    result = score(detections, labels, ids, bootstrap=1000)
-    elapsed = time.perf_counter() - start
+class MethodRun:
+    """One method on one held-out site: every case analysed once (or read from the cache)."""
 
+    def __init__(self, work: Path, model_path: Path, method: str, analyzer: Analyzer, site: str, records):
+        folder = outcome_folder(work, model_path, method, site)
+        self.paths = [folder / f"{record.case_id}.npz" for record in records]
+        self.records = records
+        self.crashes, self.invalid, self.inconsistent, self.seconds = 0, 0, 0, []
+        for record, path in zip(records, self.paths, strict=True):
+            outcome = read_outcome(path) if path.exists() else analyse_case(analyzer, record, path)
+            self.crashes += bool(outcome["crash"])
+            self.invalid += any("picai-eval" in problem for problem in outcome["problems"])
+            self.inconsistent += bool(outcome["problems"])
+            self.seconds.append(outcome["seconds"])
+            if outcome["crash"] or outcome["problems"]:
+                print(f"{method}, {record.case_id}: {outcome['crash'] or outcome['problems']}", file=sys.stderr)
+
+    def _read(self, key: str) -> Iterator[np.ndarray]:
+        for path in self.paths:  # one case at a time: 80 T2-grid maps would not fit in memory together
+            yield read_outcome(path)[key]
+
+    def score(self, bootstrap: int) -> EvaluationResult:
+        ids = [record.case_id for record in self.records]
+        return evaluate_arrays(self._read("detection"), self._read("label"), ids, bootstrap=bootstrap)
+
+
+# --------------------------------------------------------------------------- the U-Net baseline
+def train_unet(work: Path, train: list[Path], epochs: int | None = None) -> tuple[Path, float | None]:
+    """The plain U-Net of ``UNET_CONFIG`` trained on ``train`` in ``work/runs/unet`` (resumable);
+    ``epochs`` overrides the configuration's budget (smoke runs only)."""
+    config = load_config(UNET_CONFIG)
+    config.train = [str(p) for p in train]
+    config.cache_dir = str(work / "cache")
+    if epochs is not None:
+        config.phase1.epochs = epochs
+    suffix = "" if epochs is None else f"-{epochs}-epochs"
+    output = work / f"unet-baseline{suffix}.safetensors"
+    if not output.exists() or read_metadata(output).training["config"] != config.to_dict():
+        Trainer(config, work / "runs" / f"unet{suffix}").run("1", output)
+    return output, read_metadata(output).training.get("train_seconds")
+
+
+def row(name: str, run: MethodRun, result: EvaluationResult, train_seconds: float | None) -> list[str]:
     def with_ci(metric: str) -> str:
         value, interval = getattr(result, metric), result.ci95.get(metric)
         if value is None:
@@ -103,63 +197,86 @@ def row(name: str, analyzer: Analyzer, records, train_seconds) -> tuple[list, ob
         with_ci("auroc"),
         with_ci("ap"),
         with_ci("score"),
-        f"{froc[0.5]:.2f}",
-        f"{froc[1.0]:.2f}",
+        "n/a" if froc.get(0.5) is None else f"{froc[0.5]:.2f}",
+        "n/a" if froc.get(1.0) is None else f"{froc[1.0]:.2f}",
+        f"{run.crashes} / {run.invalid}",
         "—" if train_seconds is None else f"{train_seconds / 60:.0f}",
-        f"{1000 * elapsed / len(records):.0f}",
-    ], result
+        f"{1000 * float(np.median(run.seconds)):.0f}",
+    ]
 
 
-def main() -> None:
+def number(value: float | None) -> str:
+    """A metric with three decimals, ``nan`` when picai-eval leaves it undefined (e.g. no positive case)."""
+    return "nan" if value is None else f"{value:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", default=str(ROOT / ".benchmark-work"), help="cohorts, cache and baseline runs")
+    parser.add_argument("--work", default=str(ROOT / ".benchmark-work"), help="cohorts, cached outcomes, U-Net run")
     parser.add_argument("--model", help="two-phase model (default: the bundled demo model)")
-    parser.add_argument("--unet-model", help="an already trained U-Net baseline (skip training it)")
-    parser.add_argument("--no-unet", action="store_true", help="leave the U-Net baseline out (quick look)")
+    parser.add_argument("--no-unet", action="store_true", help="leave the U-Net baseline out")
+    parser.add_argument("--cases", type=int, default=CASES, help=f"cases per site (default {CASES})")
+    parser.add_argument("--unet-epochs", type=int, help="override the U-Net's epoch budget (smoke runs only)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     work = Path(args.work)
     model_path = Path(args.model) if args.model else bundled_model_path()
-    train = [cohort(work, site) for site in TRAIN_SITES]
-    test_records = read_cohort(cohort(work, TEST_SITE)).cases
     metadata = read_metadata(model_path)
     # training time only when the model's run timed both phases (a model assembled from two runs has not)
-    timed_all = metadata.training.get("timed_phases") == [1, 2]
-    two_phase_minutes = metadata.training.get("train_seconds") if timed_all else None
-    if args.no_unet:
-        unet_path, unet_seconds = None, None
-    elif args.unet_model:
-        unet_path, unet_seconds = Path(args.unet_model), read_metadata(args.unet_model).training.get("train_seconds")
-    else:
-        unet_path, unet_seconds = train_unet(work, model_path, train)
-
+    timed_both = metadata.training.get("timed_phases") == [1, 2]
+    two_phase_seconds = metadata.training.get("train_seconds") if timed_both else None
     two_phase = Analyzer(model_path, device=args.device)
     methods = [
-        ("localization only (score = map peak)", localization_only(two_phase), None),
-        ("two-phase localization + classification", two_phase, two_phase_minutes),
+        (LOCALIZATION_ONLY, localization_only(two_phase), model_path, None),
+        (TWO_PHASE, two_phase, model_path, two_phase_seconds),
     ]
-    if unet_path is not None:
-        methods.append(("plain U-Net segmentation baseline", Analyzer(unet_path, device=args.device), unet_seconds))
-    rows, results = [], {}
-    for name, analyzer, seconds in methods:
-        line, result = row(name, analyzer, test_records, seconds)
-        rows.append(line)
-        results[name] = result.to_dict()
+    if not args.no_unet:
+        train = [cohort(work, site) for site in TRAIN_SITES]
+        unet_path, unet_seconds = train_unet(work, train, args.unet_epochs)
+        methods.append((UNET, Analyzer(unet_path, device=args.device), unet_path, unet_seconds))
+
+    records = {site: held_out_records(work, site, args.cases) for site in HELD_OUT_SITES}
+    # the headline method first, so that a stopped run has cached the numbers that matter most
+    runs = {
+        (name, site): MethodRun(work, path, name, analyzer, site, records[site])
+        for name, analyzer, path, _ in sorted(methods, key=lambda method: method[0] != TWO_PHASE)
+        for site in HELD_OUT_SITES
+    }
+    results: dict[str, dict[str, dict]] = {site: {} for site in HELD_OUT_SITES}
+    tables = {}
+    crashes = invalid = 0
+    for site in HELD_OUT_SITES:
+        rows = []
+        for name, _, _, seconds in methods:
+            run = runs[name, site]
+            result = run.score(args.bootstrap)
+            crashes, invalid = crashes + run.crashes, invalid + run.invalid
+            rows.append(row(name, run, result, seconds))
+            results[site][name] = {
+                **result.to_dict(),
+                "crashes": run.crashes,
+                "invalid_maps": run.invalid,
+                "inconsistent": run.inconsistent,
+            }
+        positives = sum(1 for record in records[site] if record.case_cspca)
+        tables[site] = (len(records[site]), positives, rows)
+
     print(f"machine: {machine()}")
-    print(
-        f"held-out site {TEST_SITE}: {len(test_records)} cases "
-        f"({sum(1 for r in test_records if r.case_cspca)} with csPCa); trained on sites {', '.join(TRAIN_SITES)}"
-    )
-    print_table(
-        ["method", "AUROC [95% CI]", "AP [95% CI]", "score", "sens@0.5FP", "sens@1FP", "train min", "ms/case"], rows
-    )
-    best = max(results, key=lambda name: results[name]["score"] or 0)
-    print(f"best ranking score: {best}")
+    print(f"trained on sites {', '.join(TRAIN_SITES)}; model {model_path.name} (sha256 {metadata.sha256[:12]})")
+    headers = ["method", "AUROC [95% CI]", "AP [95% CI]", "score", "sens@0.5FP", "sens@1FP", "crash / invalid"]
+    for site, (count, positives, rows) in tables.items():
+        print(f"\nheld-out site {site}: {count} cases ({positives} with csPCa)")
+        print_table([*headers, "train min", "ms/case"], rows)
     (work / "accuracy.json").write_text(json.dumps(results, indent=2, default=str))
-    final = results["two-phase localization + classification"]
-    print(f"heldout_auroc={final['auroc']:.3f} heldout_ap={final['ap']:.3f}")
+    c, e = results["C"][TWO_PHASE], results["E"][TWO_PHASE]
+    print(
+        f"heldout_auroc={number(c['auroc'])} heldout_ap={number(c['ap'])} site_e_auroc={number(e['auroc'])} "
+        f"site_e_ap={number(e['ap'])} crashes={crashes} invalid_maps={invalid}"
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

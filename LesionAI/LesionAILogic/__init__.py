@@ -4,6 +4,7 @@
 module                 concern
 =====================  ================================================================
 ``logic``              :class:`LesionAILogic`, the scripting API: a facade over the parts below
+``panel``              the panel's state and decisions (:class:`~.panel.controller.PanelController`), no Qt
 ``inputs``             studies into volume nodes, their roles, volume nodes into an engine case
 ``models``             the versioned model store the panel offers
 ``results``            heatmap, candidate table and outlines of a T2; result folders; reading
@@ -16,7 +17,10 @@ module                 concern
 ``candidates``         candidate table node and candidate outline segmentation
 ``annotation``         lesion segmentations with grades → deployment lesion mask
 ``dependencies``       torch and pip packages inside Slicer: checks and safe installation
+``compatibility``      which Slicer runs LesionAI (checked first, in Python 3.9 syntax)
 ``offscreen``          headless slice-view screenshots (slicer-core + trame-slicer)
+``gland``              the prostate gland segment of a T2 (a ``lesionai gland`` job), volume and PSA density
+``dicom_export``       a result folder as DICOM SEG, Parametric Map and SR (Export to DICOM)
 =====================  ================================================================
 
 Names are imported lazily, so ``import LesionAILogic`` costs nothing until a name is used. The
@@ -46,6 +50,17 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+def forgetForReload() -> list[str]:
+    """Drop LesionAILogic and LesionAILib from ``sys.modules`` so that Slicer's Reload imports them afresh.
+
+    Returns the module names dropped. Called by the panel's Reload after every job has stopped.
+    """
+    names = [name for name in sys.modules if name.split(".")[0] in ("LesionAILogic", "LesionAILib")]
+    for name in names:
+        del sys.modules[name]
+    return sorted(names)
 
 
 def __getattr__(name: str):

@@ -23,20 +23,60 @@ from pathlib import Path
 
 from LesionAILib.errors import LesionAIError
 
+# torch range. Lower bound 2.2: the newest torch with wheels for every platform Slicer 5.10 (Python
+# 3.12) runs on — Intel macOS stops at 2.2.x (SlicerDMRI issue 257: "from versions: 2.2.0, 2.2.1,
+# 2.2.2"), and 2.2 has what the engine uses (safetensors loading, inference_mode, SDPA-free 3D convs).
+# Upper bound: below the next minor release after the newest version the test suite ran on (2.13), so
+# the PyTorch extension never installs a torch no one has tested; raise it after a green run.
+# (The extension picks a CUDA build when it finds a supported NVIDIA driver; for CUDA 12.8-only cards
+# users install the cu128 build themselves, see README.)
 MINIMUM_TORCH = (2, 2)
-TORCH_REQUIREMENT = ">=2.2"
+TORCH_BELOW = (2, 14)
+TORCH_REQUIREMENT = ">=2.2,<2.14"
 # import name -> pip requirement: LesionAILib's dependencies (pyproject.toml) besides torch, numpy and
-# SimpleITK. Slicer bundles some (scipy, pydicom); fine-tuning validates with picai-eval.
+# SimpleITK. Slicer bundles some (scipy, pydicom). picai-eval (fine-tuning validation) pulls in
+# report-guided-annotation, scikit-learn, mlxtend, scipy, tqdm, numpy and SimpleITK: the last four are
+# protected below, so pip adds only scikit-learn (with joblib and threadpoolctl) and mlxtend
+# (with pandas and matplotlib).
 REQUIREMENTS = {
-    "pydicom": "pydicom>=2.4",
+    "pydicom": "pydicom>=3.0.1",
     "scipy": "scipy>=1.10",
     "safetensors": "safetensors>=0.4",
     "matplotlib": "matplotlib>=3.7",
     "tqdm": "tqdm>=4.60",
     "report_guided_annotation": "report-guided-annotation>=0.3.4",
     "picai_eval": "picai-eval>=1.4.13",
+    "highdicom": "highdicom>=0.28.2,<0.29",  # Export to DICOM (Slicer 5.10 ships pydicom 3.0.1, which it needs)
+    "pynetdicom": "pynetdicom>=3.0.4,<4",  # lesionai send (the job side)
+    "onnx": "onnx>=1.16",  # the gland job reads the TAPS model file's weights with it
 }
-PROTECTED = ("numpy", "SimpleITK", "torch")
+# installed without their declared dependencies (pip --no-deps): import name -> requirement
+NO_DEPS_REQUIREMENTS = {
+    "taps": "lavlab-taps==1.1.2",  # the TAPS gland model file; its onnxruntime-gpu/MONAI are not needed
+}
+# Packages Slicer ships (or the PyTorch extension installed): pip must never replace them, or Slicer's own
+# modules break (a new numpy under VTK's numpy support, another SimpleITK under SimpleFilters, ...).
+PROTECTED = (
+    "numpy",
+    "scipy",
+    "SimpleITK",
+    "pydicom",
+    "torch",
+    "torchvision",
+    "requests",
+    "urllib3",
+    "certifi",
+    "idna",
+    "charset-normalizer",
+    "Pillow",
+    "packaging",
+    "six",
+    "dicomweb-client",
+    "GitPython",
+    "pip",
+    "setuptools",
+    "wheel",
+)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -50,7 +90,7 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 
 def torch_status(check_cuda: bool = False) -> dict:
-    """``{"installed", "version", "recent_enough", "cuda"}`` from package metadata.
+    """``{"installed", "version", "in_range", "cuda"}`` from package metadata.
 
     torch itself is imported only with ``check_cuda`` (``cuda`` is ``None`` otherwise): the check is
     instant, and a broken torch installation cannot break it.
@@ -58,7 +98,7 @@ def torch_status(check_cuda: bool = False) -> dict:
     try:
         version = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
-        return {"installed": False, "version": None, "recent_enough": False, "cuda": False}
+        return {"installed": False, "version": None, "in_range": False, "cuda": False}
     cuda = None
     if check_cuda:
         import torch
@@ -67,15 +107,22 @@ def torch_status(check_cuda: bool = False) -> dict:
     return {
         "installed": True,
         "version": version,
-        "recent_enough": _version_tuple(version) >= MINIMUM_TORCH,
+        "in_range": MINIMUM_TORCH <= _version_tuple(version)[:2] < TORCH_BELOW,
         "cuda": cuda,
     }
+
+
+def torch_ready() -> bool:
+    """torch is installed and inside :data:`TORCH_REQUIREMENT` (from package metadata; torch is not imported)."""
+    status = torch_status()
+    return status["installed"] and status["in_range"]
 
 
 def missing_packages() -> list[str]:
     """Pip requirements of :data:`REQUIREMENTS` whose module cannot be found."""
     importlib.invalidate_caches()
-    return [requirement for module, requirement in REQUIREMENTS.items() if importlib.util.find_spec(module) is None]
+    wanted = {**REQUIREMENTS, **NO_DEPS_REQUIREMENTS}
+    return [requirement for module, requirement in wanted.items() if importlib.util.find_spec(module) is None]
 
 
 def protected_constraints() -> str:
@@ -95,8 +142,8 @@ def describe_missing() -> str:
     problems = []
     if not torch["installed"]:
         problems.append("PyTorch is not installed")
-    elif not torch["recent_enough"]:
-        problems.append(f"PyTorch {torch['version']} is too old (LesionAI needs {TORCH_REQUIREMENT})")
+    elif not torch["in_range"]:
+        problems.append(f"PyTorch {torch['version']} is outside the tested range (LesionAI needs {TORCH_REQUIREMENT})")
     missing = missing_packages()
     if missing:
         problems.append("missing Python packages: " + ", ".join(missing))
@@ -149,7 +196,12 @@ def install_missing_packages(confirm: Callable[[str], bool]) -> bool:
     with tempfile.TemporaryDirectory(prefix="LesionAI-pip-") as folder:
         constraints = Path(folder) / "constraints.txt"
         constraints.write_text(protected_constraints(), encoding="utf-8")
-        slicer.util.pip_install(["-c", str(constraints), *missing])
+        no_deps = set(NO_DEPS_REQUIREMENTS.values())
+        regular = [requirement for requirement in missing if requirement not in no_deps]
+        if regular:
+            slicer.util.pip_install(["-c", str(constraints), *regular])
+        if no_deps & set(missing):
+            slicer.util.pip_install(["--no-deps", *sorted(no_deps & set(missing))])
     still_missing = [r for r in missing if r in missing_packages()]
     if still_missing:
         raise LesionAIError(f"pip did not install {', '.join(still_missing)}", hint="see the Python console")

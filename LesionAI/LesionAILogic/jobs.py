@@ -134,5 +134,11 @@ class SceneJobs:
 
     def removeJobFolder(self, job: JobRunner) -> None:
         """Delete a finished job's folder (inputs, outputs, logs); never one a live process of the job still uses."""
-        if job.state.finished and not job.alive and self._workFolder and job.work_folder.parent == self._workFolder:
-            shutil.rmtree(job.work_folder, ignore_errors=True)
+        if job.state.finished and not job.alive:
+            self.removeFolder(job.work_folder)
+
+    def removeFolder(self, folder: str | Path) -> None:
+        """Delete a job folder of this work folder (nothing outside it) whose job has ended."""
+        folder = Path(folder)
+        if self._workFolder and folder.parent.resolve() == self._workFolder.resolve():
+            shutil.rmtree(folder, ignore_errors=True)

@@ -13,7 +13,8 @@ attribute       part                 methods
 ``models``      :mod:`.models`       modelStore, modelVersions, activeModelPath, activateModelVersion,
                                      rollbackModel, addModelFile
 ``results``     :mod:`.results`      analyze, loadAnalysisResult, resultNodes, resultSummary, showResult,
-                                     setHeatmapOpacity, setHeatmapThreshold, candidateRows, jumpToCandidate
+                                     showReading, heatmapNodes, resultFolder, setHeatmapOpacity, setHeatmapThreshold,
+                                     candidateRows, jumpToCandidate
 ``points``      :mod:`.points`       classifyPoint, classifyControlPoint, putPointInTable,
                                      startPointClassification, putPointClassifications
 ``dataset``     :mod:`.dataset`      createAnnotation, addLesion, setLesionGrade, lesionGrades,
@@ -134,6 +135,9 @@ class LesionAILogic:
     resultNodes = _forward("results", SceneResults.resultNodes)
     resultSummary = _forward("results", SceneResults.resultSummary)
     showResult = _forward("results", SceneResults.showResult)
+    showReading = _forward("results", SceneResults.showReading)
+    heatmapNodes = _forward("results", SceneResults.heatmapNodes)
+    resultFolder = _forward("results", SceneResults.resultFolder)
     setHeatmapOpacity = _forward("results", SceneResults.setHeatmapOpacity)
     setHeatmapThreshold = _forward("results", SceneResults.setHeatmapThreshold)
     candidateRows = _forward("results", SceneResults.candidateRows)

@@ -27,6 +27,8 @@ MODEL_NOTICE_ATTRIBUTE = "LesionAI.ModelNotice"
 DEMO_MODEL_ATTRIBUTE = "LesionAI.DemoModel"
 # node references from the T2 volume to what LesionAI made for it
 HEATMAP_REFERENCE = "LesionAI.Heatmap"
+SEQUENCE_HEATMAP_REFERENCE = "LesionAI.Heatmap."  # + role: the per-sequence maps
+RESULT_FOLDER_ATTRIBUTE = "LesionAI.ResultFolder"  # on the heatmap: the result folder it was loaded from
 TABLE_REFERENCE = "LesionAI.CandidateTable"
 CANDIDATES_REFERENCE = "LesionAI.Candidates"
 ANNOTATION_REFERENCE = "LesionAI.Annotation"
@@ -97,6 +99,7 @@ class SceneResults:
             result.model_name,
             result.model_notice,
             analyzer.metadata.synthetic_training_data,
+            result.sequence_heatmaps,
         )
         analysis.result, analysis.timings = result, dict(result.timings)
         if show:
@@ -121,8 +124,10 @@ class SceneResults:
             stored.model_name,
             stored.model_notice,
             stored.demo_model,
+            stored.sequence_heatmaps,
         )
         analysis.timings = stored.timings
+        analysis.heatmap.SetAttribute(RESULT_FOLDER_ATTRIBUTE, str(Path(resultFolder).resolve()))
         if show:
             self.showResult(t2)
         return analysis
@@ -135,8 +140,13 @@ class SceneResults:
             t2.SetNodeReferenceID(reference, node.GetID())
         return node
 
-    def _put(self, t2, heatmap, candidate_map, found, case_score, model_name, notice, is_demo) -> SceneAnalysis:
-        """Create or update the heatmap, table and candidate segmentation of ``t2`` (images in T2 geometry, LPS)."""
+    def _put(
+        self, t2, heatmap, candidate_map, found, case_score, model_name, notice, is_demo, sequence_maps=None
+    ) -> SceneAnalysis:
+        """Create or update the heatmap(s), table and candidate segmentation of ``t2`` (images in T2 geometry, LPS).
+
+        ``sequence_maps`` (role -> image) become the per-sequence heatmap nodes the reading layout shows on the
+        ADC and high-b views (:data:`SEQUENCE_HEATMAP_REFERENCE` + role)."""
         expected = volumes.ijk_to_ras_of_node(t2)
         actual = volumes.ijk_to_ras_of_image(heatmap)
         if tuple(heatmap.GetSize()) != tuple(t2.GetImageData().GetDimensions()) or not np.allclose(
@@ -149,6 +159,16 @@ class SceneResults:
         volumes.set_node_from_array(heatmap_node, sitk.GetArrayFromImage(heatmap).astype(np.float32), t2)
         if fresh:
             display.style_heatmap(heatmap_node)
+        made = [heatmap_node]
+        for role, image in (sequence_maps or {}).items():
+            node = self.referenced(
+                t2, SEQUENCE_HEATMAP_REFERENCE + role, "vtkMRMLScalarVolumeNode", f"{base} LesionAI heatmap ({role})"
+            )
+            fresh_map = node.GetDisplayNode() is None
+            volumes.set_node_from_array(node, sitk.GetArrayFromImage(image).astype(np.float32), t2)
+            if fresh_map:
+                display.style_heatmap(node)
+            made.append(node)
         table = self.referenced(t2, TABLE_REFERENCE, "vtkMRMLTableNode", f"{base} LesionAI candidates")
         candidates.fill_table(table, found, model_name)
         outlines = self.referenced(
@@ -162,7 +182,7 @@ class SceneResults:
             MODEL_NOTICE_ATTRIBUTE: notice,
             DEMO_MODEL_ATTRIBUTE: "true" if is_demo else "false",
         }
-        for node in (heatmap_node, table, outlines):
+        for node in (*made, table, outlines):
             for key, value in attributes.items():
                 node.SetAttribute(key, value)
         return SceneAnalysis(heatmap_node, table, outlines, list(found), float(case_score), model_name, notice, is_demo)
@@ -192,6 +212,34 @@ class SceneResults:
     def showResult(self, t2, opacity: float = display.DEFAULT_OPACITY) -> None:
         """T2 as background, its heatmap as foreground (``opacity``), candidate outlines, in every slice view."""
         display.show_in_slice_views(self.scene, t2, t2.GetNodeReference(HEATMAP_REFERENCE), opacity)
+
+    def resultFolder(self, t2) -> Path | None:
+        """The result folder ``t2``'s heatmap was loaded from (:meth:`loadAnalysisResult`), if it still exists."""
+        heatmap = t2.GetNodeReference(HEATMAP_REFERENCE)
+        folder = heatmap.GetAttribute(RESULT_FOLDER_ATTRIBUTE) if heatmap is not None else None
+        return Path(folder) if folder and Path(folder).is_dir() else None
+
+    def heatmapNodes(self, t2) -> dict:
+        """``{"combined", "t2w", "adc", "hbv"}`` heatmap nodes of ``t2`` (``None`` where absent)."""
+        maps = {"combined": t2.GetNodeReference(HEATMAP_REFERENCE)}
+        for role in ("t2w", "adc", "hbv"):
+            maps[role] = t2.GetNodeReference(SEQUENCE_HEATMAP_REFERENCE + role)
+        return maps
+
+    def showReading(self, volumeNodes: dict, opacity: float = display.DEFAULT_OPACITY, align: bool = False) -> None:
+        """The reading layout: T2, ADC and high-b views (layout names Red, Yellow, Green), linked, each with its
+        heatmap (combined map on T2; per-sequence maps on ADC and high-b), candidate outlines on all.
+
+        Args:
+            volumeNodes: ``{"t2w", "adc", "hbv"}`` volume nodes.
+            opacity: heatmap opacity 0–1 (0: T2/ADC/high-b only).
+            align: also put every view into the T2's acquisition plane, centred on it (after loading a study).
+        """
+        t2 = volumeNodes["t2w"]
+        display.use_reading_layout(self.scene)
+        display.show_reading(self.scene, volumeNodes, self.heatmapNodes(t2), opacity)
+        if align:
+            display.align_slice_views(self.scene, t2)
 
     def setHeatmapOpacity(self, opacity: float) -> None:
         """Foreground (heatmap) opacity 0–1 in every slice view."""

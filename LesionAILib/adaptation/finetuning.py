@@ -4,7 +4,9 @@
    reported and skipped. Hold out ``val_fraction`` of the annotated cases (deterministic).
 2. Order the remaining cases by the base model's uncertainty (:mod:`LesionAILib.adaptation.ordering`),
    most uncertain first, and fine-tune with that order as a curriculum (the most uncertain cases
-   are admitted first, the rest progressively), phase 1 then phase 2.
+   are admitted first, the rest progressively; every epoch the same number of crops, and the last
+   phase-1 epoch admits every case), phase 1 then phase 2 — the classifier trains on the
+   candidates of every annotated training case from its first epoch.
 3. Validate the base model and the fine-tuned one on the held-out cases (PI-CAI ranking score).
 4. Save the result as a **new version** in the model store — never overwriting anything. It
    becomes the active version only if it validates at least as well as the base, unless
@@ -123,7 +125,12 @@ def uncertainty_curriculum(
 ) -> tuple[list[OrderedCase], Curriculum]:
     """The training cases by decreasing uncertainty of the base model, and the curriculum admitting them so."""
     ranking = order_by_uncertainty(analyzer, records, settings.uncertainty_samples, progress)
-    curriculum = Curriculum([item.case_id for item in ranking], settings.start_fraction, settings.ramp_epochs)
+    curriculum = Curriculum(
+        [item.case_id for item in ranking],
+        epochs=settings.epochs,
+        start_fraction=settings.start_fraction,
+        ramp_epochs=settings.ramp_epochs,
+    )
     return ranking, curriculum
 
 

@@ -4,11 +4,14 @@
    new dataset with the pretrained model (:func:`LesionAILib.adaptation.ordering.order_by_similarity`).
 2. Train on the new dataset in order of decreasing similarity: the most similar cases are admitted
    first and the less similar ones progressively (:class:`LesionAILib.training.curriculum.Curriculum`), while
-   a share of every epoch replays reference cases so the first site is not forgotten.
-3. Phases 1 and 2 as in ordinary training, starting from the pretrained weights.
+   a share of every epoch replays reference cases so the first site is not forgotten. Every epoch
+   has the same number of steps whatever is admitted, and the last phase-1 epoch admits every case.
+3. Phases 1 and 2 as in ordinary training, starting from the pretrained weights; the classifier
+   phase trains on the candidates of every new case (plus replay).
 
-``order="random"`` admits the new cases in a random order and ``order="none"`` trains on all of
-them from the first epoch (no curriculum) — the comparisons in ``benchmarks/multisite.py``.
+``order="random"`` admits the new cases in a random order and ``order="none"`` admits all of
+them from the first epoch — the comparisons in ``benchmarks/multisite.py``. The three differ only
+in the admission order: same steps, same replay, same classifier data.
 """
 
 from __future__ import annotations
@@ -91,6 +94,13 @@ def multisite_train(
     elif settings.order == "random":
         ids = [ids[i] for i in np.random.default_rng([config.seed, 13]).permutation(len(ids))]
     start, ramp = (1.0, 1) if settings.order == "none" else (settings.start_fraction, settings.ramp_epochs)
-    curriculum = Curriculum(ids, start, ramp, [r.case_id for r in reference_records], settings.replay_fraction)
+    curriculum = Curriculum(
+        ids,
+        epochs=config.phase1.epochs,
+        start_fraction=start,
+        ramp_epochs=ramp,
+        replay=[r.case_id for r in reference_records],
+        replay_fraction=settings.replay_fraction,
+    )
     trainer = Trainer(config, run_dir, events, cancel, new_cases + reference_cases, val_cases, model, curriculum)
     return trainer.run(phases, output)

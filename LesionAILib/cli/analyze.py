@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from LesionAILib.cli import options
+from LesionAILib.cli import dicom, gland, options, synthesis
 from LesionAILib.errors import LesionAIError
 from LesionAILib.jobs.events import ANALYZED, ERROR_PREFIX, EXIT_USER_ERROR, Cancelled
 
@@ -28,6 +28,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     analyze.add_argument(
         "--no-figures", action="store_true", help="skip the PNGs (the Slicer panel draws the maps itself)"
     )
+    dicom.add_dicom_out_option(analyze)
+    gland.add_gland_options(analyze)
+    synthesis.add_abnormality_options(analyze)
     options.add_job_options(analyze)
 
     demo = options.add_command(
@@ -52,6 +55,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     options.add_model_option(parser)
     options.add_device_option(parser)
+    options.add_interpolation_option(parser)
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (left-right mirror)")
     parser.add_argument(
         "--classifier",
@@ -65,7 +69,13 @@ def _analyzer(args):
     from LesionAILib.inference.analyzer import Analyzer
 
     patch_classifier = args.classifier_model or (True if args.classifier else None)
-    return Analyzer(args.model, device=args.device, tta=args.tta, patch_classifier=patch_classifier)
+    return Analyzer(
+        args.model,
+        device=args.device,
+        tta=args.tta,
+        patch_classifier=patch_classifier,
+        interpolation=args.interpolation,
+    )
 
 
 def _write(analyzer, case, result, out: Path, figures: bool, quiet: bool) -> None:
@@ -105,19 +115,26 @@ def _analyze_one(args, study, events, cancel) -> int:
     out = Path(args.out)
     events.progress("loading the model", 0, 100)
     analyzer = _analyzer(args)
+    confine = gland.gland_confiner(args)
+    abnormality = synthesis.abnormality_writer(args)
     cancel.check()
     events.progress("reading the images", 5, 100)
     case = options.open_study(args, study)
     if args.case_id:
         case = dataclasses.replace(case, patient_id=args.case_id, study_id="")
+    dicom_source = dicom.dicom_source_of(args, case)
 
     def stage_done(stage: str, fraction: float) -> None:
         cancel.check()
         events.progress(stage, round(10 + 85 * fraction), 100)
 
-    result = analyzer.analyze(case, progress=stage_done)
+    result = analyzer.analyze(case, progress=stage_done, gland=confine(case))
     cancel.check()
     _write(analyzer, case, result, out, figures=not args.no_figures, quiet=False)
+    if abnormality is not None:
+        abnormality(case, result, out, not args.no_figures, False)
+    if dicom_source is not None:
+        dicom.write_dicom_out(dicom_source, out, Path(args.dicom_out), quiet=False)
     events.emit(
         ANALYZED,
         folder=str(out),
@@ -132,14 +149,21 @@ def _analyze_many(args, studies, events, cancel) -> int:
     """One subfolder per case; a study that cannot be read is reported and skipped."""
     out = Path(args.out)
     analyzer = _analyzer(args)
+    confine = gland.gland_confiner(args)
+    abnormality = synthesis.abnormality_writer(args)
     failures, folders = [], []
     for done, study in enumerate(studies):
         cancel.check()
         try:
             case = options.open_study(args, study)
-            result = analyzer.analyze(case, progress=lambda *_: cancel.check())
+            dicom_source = dicom.dicom_source_of(args, case)
+            result = analyzer.analyze(case, progress=lambda *_: cancel.check(), gland=confine(case))
             cancel.check()
             _write(analyzer, case, result, out / case.case_id, figures=not args.no_figures, quiet=True)
+            if abnormality is not None:
+                abnormality(case, result, out / case.case_id, not args.no_figures, True)
+            if dicom_source is not None:
+                dicom.write_dicom_out(dicom_source, out / case.case_id, Path(args.dicom_out) / case.case_id, True)
             folders.append(str(out / case.case_id))
         except Cancelled:
             raise

@@ -2,9 +2,10 @@
 
 Every subcommand sits on top of LesionAILib like any other client; each command group
 (:mod:`~LesionAILib.cli.studies`, :mod:`~LesionAILib.cli.phantom`, :mod:`~LesionAILib.cli.analyze`,
-:mod:`~LesionAILib.cli.classify`, :mod:`~LesionAILib.cli.train`, :mod:`~LesionAILib.cli.evaluate`,
-:mod:`~LesionAILib.cli.adaptation`) declares its parsers and runs them. User mistakes end in one line
-on stderr (``lesionai: error: <path>: <what> (<fix>)``) and exit status 2; a cancelled job exits
+:mod:`~LesionAILib.cli.gland`, :mod:`~LesionAILib.cli.dicom`, :mod:`~LesionAILib.cli.classify`,
+:mod:`~LesionAILib.cli.train`, :mod:`~LesionAILib.cli.synthesis`, :mod:`~LesionAILib.cli.evaluate`,
+:mod:`~LesionAILib.cli.adaptation`, :mod:`~LesionAILib.cli.serve`) declares its parsers and runs them.
+User mistakes end in one line on stderr (``lesionai: error: <path>: <what> (<fix>)``) and exit status 2; a cancelled job exits
 with 130 after writing nothing further; ``--debug`` shows the traceback of unexpected failures.
 """
 
@@ -16,11 +17,23 @@ import warnings
 from collections.abc import Sequence
 
 from LesionAILib import __version__
-from LesionAILib.cli import adaptation, analyze, classify, evaluate, phantom, studies, train
+from LesionAILib.cli import (
+    adaptation,
+    analyze,
+    classify,
+    dicom,
+    evaluate,
+    gland,
+    phantom,
+    serve,
+    studies,
+    synthesis,
+    train,
+)
 from LesionAILib.errors import LesionAIError, StudyWarning
 from LesionAILib.jobs.events import ERROR_PREFIX, EXIT_INTERRUPTED, EXIT_USER_ERROR, Cancelled
 
-COMMAND_GROUPS = (studies, phantom, analyze, classify, train, evaluate, adaptation)
+COMMAND_GROUPS = (studies, phantom, analyze, gland, dicom, classify, train, synthesis, evaluate, adaptation, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

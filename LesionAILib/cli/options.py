@@ -78,6 +78,22 @@ def add_device_option(parser: argparse.ArgumentParser, default: str | None = "au
     )
 
 
+def add_interpolation_option(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--interpolation linear|bspline``: how images are resampled into the grid (``None``: the model's own).
+
+    The choices are ``preprocessing.pipeline.IMAGE_INTERPOLATIONS``, spelled out so that parsing
+    arguments does not load torch (a test keeps the two equal).
+    """
+    default_text = "the model's own, linear for the bundled one" if default is None else default
+    parser.add_argument(
+        "--interpolation",
+        choices=("linear", "bspline"),
+        default=default,
+        help="resampling of the images: linear (trilinear) or bspline (cubic B-spline, about 10× slower on a "
+        f"CPU, closer to the true signal); label maps are always nearest (default {default_text})",
+    )
+
+
 def add_model_option(parser: argparse.ArgumentParser, default_text: str = "the bundled demo model") -> None:
     parser.add_argument("--model", metavar="FILE", help=f"model file (.safetensors); default: {default_text}")
 

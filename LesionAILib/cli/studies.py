@@ -36,6 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     prep.add_argument("--shape", type=int, nargs=3, default=(20, 256, 256), metavar=("Z", "Y", "X"))
     prep.add_argument("--spacing", type=float, nargs=3, default=(3.0, 0.5, 0.5), metavar=("Z", "Y", "X"))
     prep.add_argument("--center", type=float, nargs=3, metavar=("X", "Y", "Z"), help="grid centre, LPS mm")
+    options.add_interpolation_option(prep, default="linear")
     options.add_device_option(prep)
 
 
@@ -113,7 +114,7 @@ def run_preprocess(args) -> int:
     from LesionAILib.rendering import sequence_panels
 
     studies = options.studies_of(args)
-    config = PreprocessConfig(shape=tuple(args.shape), spacing=tuple(args.spacing))
+    config = PreprocessConfig(shape=tuple(args.shape), spacing=tuple(args.spacing), interpolation=args.interpolation)
     out = Path(args.out)
     events = options.job_events(args, bar=len(studies) > 1)
     for done, study in enumerate(studies):

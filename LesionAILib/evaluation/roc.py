@@ -10,12 +10,13 @@ Definitions (scores: higher = more suspicious; labels: 1 = clinically significan
   whose true-positive rate is ≥ 90 %.
 * **95 % interval** — percentile interval of the AUROC over ``resamples`` bootstrap resamples of
   *patients* (all findings of a drawn patient come along), so findings of one patient are never
-  treated as independent; resamples with a single class are skipped.
+  treated as independent; resamples with a single class are skipped. The interval of a
+  *difference* between two methods on the same findings uses the same resamples for both (paired).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,14 +69,42 @@ def patient_bootstrap_interval(
     """Percentile interval of the AUROC over bootstrap resamples of patients (see module docstring)."""
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
+    values = [auroc(labels[drawn], scores[drawn]) for drawn in _patient_resamples(labels, patients, resamples, seed)]
+    return _percentile_interval(values, level)
+
+
+def paired_difference_interval(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    reference_scores: np.ndarray,
+    patients: Sequence[str],
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of AUROC(``scores``) − AUROC(``reference_scores``) over the same patient
+    resamples for both (a paired comparison of two methods scored on the same findings)."""
+    labels = np.asarray(labels).astype(bool)
+    scores, reference = np.asarray(scores, np.float64), np.asarray(reference_scores, np.float64)
+    values = [
+        auroc(labels[drawn], scores[drawn]) - auroc(labels[drawn], reference[drawn])
+        for drawn in _patient_resamples(labels, patients, resamples, seed)
+    ]
+    return _percentile_interval(values, level)
+
+
+def _patient_resamples(labels: np.ndarray, patients: Sequence[str], resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Row indices of ``resamples`` bootstrap draws of patients; draws with a single class are skipped."""
     unique, patient_index = np.unique(np.asarray(patients), return_inverse=True)
     rows = [np.nonzero(patient_index == p)[0] for p in range(len(unique))]
     rng = np.random.default_rng(seed)
-    values = []
     for _ in range(resamples):
         drawn = np.concatenate([rows[p] for p in rng.integers(0, len(unique), len(unique))])
         if 0 < labels[drawn].sum() < len(drawn):
-            values.append(auroc(labels[drawn], scores[drawn]))
+            yield drawn
+
+
+def _percentile_interval(values: Sequence[float], level: float) -> tuple[float, float]:
     tail = 100.0 * (1.0 - level) / 2.0
     low, high = np.percentile(values, [tail, 100.0 - tail])
     return float(low), float(high)

@@ -21,6 +21,7 @@ import torch
 from LesionAILib.evaluation.metrics import EvaluationResult, evaluate_arrays
 from LesionAILib.inference.analyzer import Analyzer
 from LesionAILib.inference.candidates import detection_map
+from LesionAILib.studies.case import Case
 from LesionAILib.training.cohorts import CaseRecord, PreparedCase
 
 
@@ -63,6 +64,14 @@ def prepared_detections(
     return detections, labels, ids
 
 
+def significant_lesion_mask(record: CaseRecord, case: Case) -> np.ndarray:
+    """[Z, Y, X] uint8 on the case's T2 grid: 1 on its clinically significant lesions (ISUP >= 2), else 0."""
+    significant = [lesion.lesion_id for lesion in record.lesions if lesion.grade_group >= 2]
+    if case.lesion_mask is None:
+        return np.zeros(sitk.GetArrayViewFromImage(case.t2w).shape, np.uint8)
+    return np.isin(sitk.GetArrayFromImage(case.lesion_mask), significant).astype(np.uint8)
+
+
 def cohort_detections(
     analyzer: Analyzer, records: Sequence[CaseRecord], progress: Callable[[int, int], None] | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
@@ -71,12 +80,8 @@ def cohort_detections(
     for index, record in enumerate(records):
         case = record.open()
         result = analyzer.analyze(case)
-        significant = [lesion.lesion_id for lesion in record.lesions if lesion.grade_group >= 2]
-        mask = sitk.GetArrayFromImage(case.lesion_mask) if case.lesion_mask is not None else None
-        if mask is None:
-            mask = np.zeros(sitk.GetArrayViewFromImage(case.t2w).shape, np.uint8)
         detections.append(sitk.GetArrayFromImage(result.detection_map))
-        labels.append(np.isin(mask, significant).astype(np.uint8))
+        labels.append(significant_lesion_mask(record, case))
         ids.append(record.case_id)
         if progress:
             progress(index + 1, len(records))

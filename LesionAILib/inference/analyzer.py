@@ -21,8 +21,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -33,13 +34,17 @@ from LesionAILib.errors import StudyError
 from LesionAILib.inference.candidate_regions import candidate_map_in_t2
 from LesionAILib.inference.candidates import Candidate, detection_map, extract_candidates, renumber
 from LesionAILib.inference.tta import MIRROR_TTA, NO_TTA, Augmentation, augmented_batch, undo_augmentations
-from LesionAILib.models.modelfile import DEMO_NOTICE, ModelMetadata, bundled_model_path, load_model
+from LesionAILib.models.bundled import bundled_model_path
+from LesionAILib.models.modelfile import DEMO_NOTICE, ModelMetadata, load_model
 from LesionAILib.models.networks import LesionModel
 from LesionAILib.preprocessing.crops import crop_tensor
 from LesionAILib.preprocessing.pipeline import Preprocessed, preprocess, to_t2_grid
 from LesionAILib.prostatex.patches import PatchExtractor
 from LesionAILib.prostatex.point_classification import PointClassifier
 from LesionAILib.studies.case import Case
+
+if TYPE_CHECKING:  # the gland is made by the caller (LesionAILib.gland); only its mask is used here
+    from LesionAILib.gland.confinement import GlandConfinement
 
 
 @dataclass
@@ -61,6 +66,8 @@ class Result:
     classifier_name: str = ""
     classifier_notice: str = ""
     warnings: list[str] = field(default_factory=list)
+    gland: GlandConfinement | None = None
+    interpolation: str = "linear"
 
     def to_dict(self) -> dict:
         classifier = {"classifier": self.classifier_name, "classifier_notice": self.classifier_notice}
@@ -74,8 +81,10 @@ class Result:
             "device": self.device,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "model_grid": self.model_grid,
+            "preprocessing": {"interpolation": self.interpolation},
             "coordinates": "center_lps_mm: DICOM/ITK patient LPS; center_ras_mm: 3D Slicer RAS",
             "warnings": list(self.warnings),
+            "gland": None if self.gland is None else self.gland.to_dict(),
         }
 
 
@@ -92,6 +101,9 @@ class Analyzer:
         patch_classifier: rescore the candidates with a patch classifier: ``True`` for the bundled
             ProstateX-trained one, a classifier file, or a :class:`PointClassifier`; ``None``/``False``
             keeps the detector's probabilities.
+        interpolation: how images are resampled into the model grid, ``"linear"`` or ``"bspline"``
+            (:attr:`~LesionAILib.preprocessing.pipeline.PreprocessConfig.interpolation`); ``None``
+            keeps the model's own (the one it was trained with).
     """
 
     def __init__(
@@ -101,6 +113,7 @@ class Analyzer:
         tta: bool = False,
         max_candidates: int = 5,
         patch_classifier: bool | str | Path | PointClassifier | None = None,
+        interpolation: str | None = None,
     ):
         self.device = resolve_device(device)
         if model is None or isinstance(model, (str, Path)):
@@ -108,6 +121,9 @@ class Analyzer:
         else:
             self.model, self.metadata = model
             self.model = self.model.to(self.device).eval()
+        if interpolation is not None:  # every caller preprocesses with metadata.preprocess: set it there
+            preprocessing = replace(self.metadata.preprocess, interpolation=interpolation)
+            self.metadata = replace(self.metadata, preprocess=preprocessing)
         self.tta = tta
         self.max_candidates = max_candidates
         if patch_classifier is None or patch_classifier is False or isinstance(patch_classifier, PointClassifier):
@@ -218,8 +234,16 @@ class Analyzer:
         case: Case,
         center_lps: Sequence[float] | None = None,
         progress: Callable[[str, float], None] | None = None,
+        gland: GlandConfinement | None = None,
     ) -> Result:
-        """Analyze one case (see module docstring). ``progress(stage, fraction)`` is called between stages."""
+        """Analyze one case (see module docstring). ``progress(stage, fraction)`` is called between stages.
+
+        With ``gland`` (a mask on the T2 grid) the model grid is centred on the gland's centroid (unless
+        ``center_lps`` is given) and each candidate is flagged ``in_gland``; those outside stay in the
+        table and candidate map, while the detection map and the case score count only those inside.
+        """
+        if gland is not None and center_lps is None:
+            center_lps = gland.centroid_lps_mm
         timings: dict[str, float] = {}
         fractions = {
             "preprocess": 0.25,
@@ -254,7 +278,10 @@ class Analyzer:
         regions = candidate_map_in_t2(labels, candidates, prepared.grid, prepared.t2_grid)
         candidates = regions.candidates
         candidate_map = prepared.t2_grid.image_from_array(regions.labels.astype(np.uint8))
-        detection = prepared.t2_grid.image_from_array(detection_map(regions.labels, candidates))
+        if gland is not None:
+            gland.flag(candidates)
+        counted = [c for c in candidates if c.in_gland is not False]
+        detection = prepared.t2_grid.image_from_array(detection_map(regions.labels, counted))
         step("resample_to_t2")
         timings["total"] = sum(timings.values())
         return Result(
@@ -266,11 +293,13 @@ class Analyzer:
             detection_map=detection,
             candidate_map=candidate_map,
             candidates=candidates,
-            case_score=max((c.probability for c in candidates), default=0.0),
+            case_score=max((c.probability for c in counted), default=0.0),
             device=str(self.device),
             timings=timings,
             model_grid=prepared.grid.to_dict(),
+            interpolation=self.metadata.preprocess.interpolation,
             classifier_name=self.point_classifier.name if self.point_classifier else "",
             classifier_notice=self.point_classifier.metadata.intended_use if self.point_classifier else "",
             warnings=regions.dropped,
+            gland=gland,
         )

@@ -42,6 +42,8 @@ class Candidate:
         score_model: which model produced ``probability``.
         detector_probability: the detector's own probability when another model (the ProstateX
             patch classifier) rescored the candidate; ``None`` otherwise.
+        in_gland: whether the centre lies in the prostate gland (plus a margin) when the analysis was
+            confined to the gland (``lesionai analyze --gland``); ``None`` otherwise.
     """
 
     candidate_id: int
@@ -57,6 +59,7 @@ class Candidate:
     zone: str | None = None
     score_model: str = ""
     detector_probability: float | None = None
+    in_gland: bool | None = None
 
     def to_dict(self) -> dict:
         """JSON form (``candidates.json``): every :data:`CANDIDATE_FIELDS` value at full precision (the centres
@@ -104,7 +107,7 @@ class CandidateField:
     Attributes:
         name: CSV column and JSON key (for a centre component the JSON key is ``attribute``, a list).
         attribute: the :class:`Candidate` attribute; ``component``: its index for the LPS/RAS centres.
-        type: ``int``, ``float`` or ``str``; ``optional``: the value may be ``None`` (an empty cell).
+        type: ``int``, ``float``, ``bool`` or ``str``; ``optional``: the value may be ``None`` (an empty cell).
         unit: ``"ml"``, ``"mm"`` or ``""``.
         decimals: places shown for a ``float`` in the CSV, the terminal table and the panel.
         description: one line, for the table node's column description and tooltips.
@@ -160,6 +163,16 @@ CANDIDATE_FIELDS: tuple[CandidateField, ...] = (
     CandidateField("center_s_ras_mm", "center_ras_mm", float, "mm", 2, "region centroid, superior (RAS)", "S mm", 2),
     CandidateField("zone", "zone", str, "", None, "prostate zone, if known", optional=True),
     CandidateField("score_model", "score_model", str, "", None, "the model that produced the probability", "model"),
+    CandidateField(
+        "in_gland",
+        "in_gland",
+        bool,
+        "",
+        None,
+        "centre in the prostate gland plus the margin (analyze --gland); empty without a gland",
+        "in gland",
+        optional=True,
+    ),
 )
 
 

@@ -10,7 +10,9 @@ file                               content
 ``result.json``                    ``format`` ("lesionai-result"), ``format_version``, ``case_id``,
                                    ``case_score``, ``model`` {``name``, ``notice``, ``sha256``,
                                    ``created``, ``demo``}, ``classifier`` {``name``, ``notice``} or
-                                   null, ``device``, ``timings_s``, ``model_grid``, ``warnings``,
+                                   null, ``device``, ``timings_s``, ``model_grid``,
+                                   ``preprocessing`` {``interpolation`` of the images:
+                                   "linear"/"bspline", ``labels``: "nearest"}, ``warnings``,
                                    ``coordinates``, ``case`` (sources), ``files``
 ``heatmap.nrrd`` / ``.nii.gz``     combined localization map (float32, 0–1)
 ``heatmap_<role>.nii.gz``          per-sequence maps
@@ -19,6 +21,10 @@ file                               content
 ``candidates.json``                the candidates (:meth:`Candidate.to_dict`, full precision)
 ``candidates.csv``                 the candidate table (:data:`CANDIDATE_FIELDS`: columns, decimals)
 ``overview.png``, ``candidate_<id>.png``  T2 slices with the heatmap and outlines (``figures=True``)
+``gland.nii.gz``                   the prostate gland mask (uint8) when the analysis was confined to it
+                                   (``analyze --gland``; ``result.json`` ``gland``: volume, margin, model)
+``abnormality.nii.gz``, ...        the abnormality map by synthesis and its candidates and panels
+                                   (``analyze --abnormality``; :mod:`LesionAILib.synthesis.outputs`)
 =================================  ==============================================================
 
 The reader takes the ``.nrrd`` maps (NRRD keeps the geometry in double precision, NIfTI in float32,
@@ -43,6 +49,7 @@ from LesionAILib.atomic_io import write_image_atomic, write_json_atomic, write_t
 from LesionAILib.errors import LesionAIError
 from LesionAILib.geometry import Grid
 from LesionAILib.inference.candidates import CANDIDATE_FIELDS, Candidate
+from LesionAILib.studies.roles import ROLES
 
 if TYPE_CHECKING:  # the reader runs in the Slicer process, which must not load torch
     from LesionAILib.inference.analyzer import Result
@@ -57,6 +64,8 @@ DETECTION_MAP_FILE = "detection_map.nrrd"
 CANDIDATE_MAP_FILE = "candidates.nii.gz"
 CANDIDATES_FILE = "candidates.json"
 CANDIDATE_TABLE_FILE = "candidates.csv"
+GLAND_MASK_FILE = "gland.nii.gz"
+ABNORMALITY_MAP_FILE = "abnormality.nii.gz"  # written by LesionAILib.synthesis.outputs
 # the columns of the terminal table: what the Slicer panel shows, minus the model (printed above it)
 _TERMINAL_FIELDS = tuple(f for f in CANDIDATE_FIELDS if f.scene_name and f.type is not str)
 
@@ -73,6 +82,9 @@ class StoredResult:
         demo_model: the model was trained on synthetic data only (its metadata says so): not for clinical use.
         heatmap: combined localization map; detection_map: PI-CAI detection map; candidate_map: label map.
         candidates: the candidates, highest probability first.
+        sequence_heatmaps: per-sequence localization maps by role (``"t2w"``, ``"adc"``, ``"hbv"``), where written.
+        t2_series_uid: SeriesInstanceUID of the DICOM T2 series analysed (``""`` when the T2 was an image file).
+        abnormality: the abnormality map by synthesis (combined robust z) when written (``analyze --abnormality``).
     """
 
     folder: Path
@@ -90,6 +102,9 @@ class StoredResult:
     device: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    sequence_heatmaps: dict[str, sitk.Image] = field(default_factory=dict)
+    t2_series_uid: str = ""
+    abnormality: sitk.Image | None = None
 
 
 def candidates_csv(candidates: Sequence[Candidate]) -> str:
@@ -133,6 +148,8 @@ def write_result(
     ]
     for role, image in result.sequence_heatmaps.items():
         written.append(write_image_atomic(image, out / f"heatmap_{role}.nii.gz"))
+    if result.gland is not None:
+        written.append(write_image_atomic(result.gland.mask, out / GLAND_MASK_FILE))
     written.append(write_text_atomic(out / CANDIDATE_TABLE_FILE, candidates_csv(result.candidates)))
     written.append(write_json_atomic(out / CANDIDATES_FILE, [c.to_dict() for c in result.candidates]))
     if figures:
@@ -154,7 +171,9 @@ def write_result(
         "device": result.device,
         "timings_s": {stage: round(seconds, 4) for stage, seconds in result.timings.items()},
         "model_grid": result.model_grid,
+        "preprocessing": {"interpolation": result.interpolation, "labels": "nearest"},
         "warnings": list(result.warnings),
+        "gland": None if result.gland is None else result.gland.to_dict(),
         "coordinates": "center_lps_mm: DICOM/ITK patient LPS; center_ras_mm: 3D Slicer RAS",
         "case": case.metadata(),
         "files": [path.name for path in written],
@@ -207,6 +226,15 @@ def read_result(folder: str | Path) -> StoredResult:
         if image.GetSize() != heatmap.GetSize() or not np.allclose(_geometry(image), _geometry(heatmap), atol=1e-4):
             raise LesionAIError(f"{name} is not on the heatmap's grid; the folder is damaged", folder)
         image.CopyInformation(heatmap)  # NIfTI keeps the geometry in float32: take the heatmap's exact one
+    sequence_maps = {}
+    for role in ROLES:
+        if (folder / f"heatmap_{role}.nii.gz").is_file():
+            image = _read_image(folder, f"heatmap_{role}.nii.gz")
+            if image.GetSize() != heatmap.GetSize():
+                damaged = f"heatmap_{role}.nii.gz is not on the heatmap's grid; the folder is damaged"
+                raise LesionAIError(damaged, folder)
+            image.CopyInformation(heatmap)
+            sequence_maps[role] = image
     try:
         model = summary["model"]
         candidates = [Candidate.from_dict(item) for item in _read_json(folder, CANDIDATES_FILE)]
@@ -226,9 +254,23 @@ def read_result(folder: str | Path) -> StoredResult:
             device=str(summary.get("device", "")),
             timings=dict(summary.get("timings_s", {})),
             warnings=list(summary.get("warnings", [])),
+            sequence_heatmaps=sequence_maps,
+            t2_series_uid=str(summary.get("case", {}).get("roles", {}).get("t2w", {}).get("series_uid") or ""),
+            abnormality=_optional_map(folder, ABNORMALITY_MAP_FILE, heatmap),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise LesionAIError(f"result.json or candidates.json lacks {error}; the folder is damaged", folder) from None
+
+
+def _optional_map(folder: Path, name: str, heatmap: sitk.Image) -> sitk.Image | None:
+    """A map beside the heatmap when the folder has it, given the heatmap's exact geometry; ``None`` otherwise."""
+    if not (folder / name).is_file():
+        return None
+    image = _read_image(folder, name)
+    if image.GetSize() != heatmap.GetSize() or not np.allclose(_geometry(image), _geometry(heatmap), atol=1e-4):
+        raise LesionAIError(f"{name} is not on the heatmap's grid; the folder is damaged", folder)
+    image.CopyInformation(heatmap)
+    return image
 
 
 def _geometry(image: sitk.Image) -> np.ndarray:

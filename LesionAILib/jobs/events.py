@@ -41,7 +41,8 @@ FINETUNED = "finetuned"  # `lesionai finetune`: version, activated, validation_b
 ANALYZED = "analyzed"  # `lesionai analyze`: folder, case_score, candidates (count) — or folders, failures
 ORDERED = "ordered"  # `lesionai order`: by, order [{case, score, ...}], first (case id or None)
 CLASSIFIED = "classified"  # `lesionai classify`: case_id, points [{probability, model, point_lps_mm, ...}]
-RESULT_EVENTS = (DONE, FINETUNED, ANALYZED, ORDERED, CLASSIFIED)
+SEGMENTED = "segmented"  # `lesionai gland`: folder, volume_ml, psa_density_ng_ml2, warnings
+RESULT_EVENTS = (DONE, FINETUNED, ANALYZED, ORDERED, CLASSIFIED, SEGMENTED)
 
 # ----------------------------------------------------------------------------- how a job process ends
 EXIT_OK = 0

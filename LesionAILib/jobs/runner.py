@@ -21,7 +21,7 @@ when no process of its group is left.
 
 Events are those of :mod:`LesionAILib.jobs.events`; the fields of a final event
 (:data:`~LesionAILib.jobs.events.RESULT_EVENTS`: ``analyzed``, ``ordered``, ``classified``,
-``finetuned``, ``done``) become :attr:`JobState.result`.
+``finetuned``, ``segmented``, ``done``) become :attr:`JobState.result`.
 """
 
 from __future__ import annotations

@@ -46,21 +46,11 @@ DETECTOR = "detector"
 KIND_USES = {
     DETECTOR: "a LesionAI detector (use it with `lesionai analyze --model`)",
     "patch-classifier": "a patch classifier (use it with `lesionai classify --model` or `--classifier-model`)",
+    "synthesis": "a synthesis model for the abnormality map (use it with `lesionai analyze --abnormality-model`)",
 }
 CLASS_NAMES = ("not clinically significant", "clinically significant (ISUP grade group >= 2)")
 GRADE_NAMES = ("GG0 benign", "GG1", "GG2", "GG3", "GG4", "GG5")
 DEMO_NOTICE = "demo model — synthetic training data, not for clinical use"
-RESOURCES = Path(__file__).resolve().parents[2] / "Resources"
-DEMO_MODEL = RESOURCES / "Models" / "lesionai-demo-phantom.safetensors"
-
-
-def bundled_model_path() -> Path:
-    """The demo model shipped with LesionAI (trained on synthetic phantoms only)."""
-    if not DEMO_MODEL.exists():
-        raise ModelFileError("the bundled demo model is missing", DEMO_MODEL, "reinstall LesionAI or pass --model")
-    return DEMO_MODEL
-
-
 @dataclass
 class ModelMetadata:
     """The JSON block of a model file (see module docstring)."""

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from LesionAILib.atomic_io import atomic_path, write_json_atomic
 from LesionAILib.errors import ModelFileError
-from LesionAILib.models.modelfile import DEMO_MODEL, bundled_model_path, read_metadata
+from LesionAILib.models import bundled
 
 FORMAT = "lesionai-model-store"
 DEMO_VERSION = "demo"
@@ -87,7 +87,7 @@ class ModelStore:
     def path(self, version: str) -> Path:
         """The model file of ``version`` (``demo`` is the bundled model)."""
         if version == DEMO_VERSION:
-            return bundled_model_path()
+            return bundled.bundled_model_path()
         entry = self._index()["versions"].get(version)
         if entry is None:
             known = ", ".join([DEMO_VERSION, *self._index()["versions"]])
@@ -106,7 +106,7 @@ class ModelStore:
         items = [
             ModelVersion(
                 DEMO_VERSION,
-                DEMO_MODEL,
+                bundled.DEMO_MODEL,
                 None,
                 "",
                 {},
@@ -134,6 +134,8 @@ class ModelStore:
     ) -> str:
         """Copy a model file into the store as a new version (not activated); returns its name."""
         model_file = Path(model_file)
+        from LesionAILib.models.modelfile import read_metadata  # torch: only when a file is added
+
         read_metadata(model_file)  # refuse anything that is not a LesionAI model
         index = self._index()
         number = 1 + max([int(v[1:]) for v in index["versions"] if v[1:].isdigit()] or [1])

@@ -2,8 +2,11 @@
 
 A :class:`SiteProfile` changes the grids (matrix, spacing, slice thickness, FOV, DWI plane), the T2w
 contrast (TE) and intensity scale, the DWI TE, b-values and scale, the noise levels, the ADC
-calibration (a few % to 10 %), the bias-field strength and the DWI misregistration. Site D is the one
-most different from the reference site A.
+calibration (a few % to 12 %), the bias-field strength and the DWI misregistration. Site D is the
+training site most different from the reference site A. Site E is a test site outside the range of
+A-D on almost every parameter (coarser grids, thicker slices, a tilted DWI plane, other b-values,
+ADC calibration above every training site, strong bias field, large DWI shift); its parameters are
+fixed by issue 14 so that no one tunes them to the model.
 """
 
 from __future__ import annotations
@@ -50,33 +53,35 @@ _SITE_DESCRIPTIONS = {
     "D": "D: 3T vendor-3 without endorectal coil, most unlike A: long TE 130, 3.6 mm slices, "
     "DWI 2.5 mm in a separately planned plane, acquired b1000, ADC -10 %, strong bias field, "
     "large DWI shift",
+    "E": "E: held-out test site outside A-D: coarse T2 0.7 mm / 4.5 mm, TE 150, DWI 3 mm 64 x 64 tilted 12 deg, "
+    "b50-600, acquired b1000, ADC +12 %, bias field 0.7, 6 mm DWI shift",
 }
 
 # One column per site, in the order of _SITE_DESCRIPTIONS, so the sites compare side by side;
 # fields and units as in SiteProfile.
 _SITE_TABLE: dict[str, tuple[object, ...]] = {
-    #                       A               B                C               D
-    "site_id":             (1,              2,               3,              4),
-    "t2_matrix":           (384,            320,             352,            320),
-    "t2_inplane_mm":       (0.5,            0.5,             0.5,            0.5625),
-    "t2_slice_mm":         (3.0,            3.0,             3.0,            3.6),
-    "t2_slices":           ((19, 24),       (19, 24),        (19, 24),       (16, 20)),
-    "t2_te_ms":            (104.0,          96.0,            110.0,          130.0),
-    "t2_gain":             (1.0,            2.4,             0.6,            4.0),
-    "t2_snr":              (30.0,           34.0,            20.0,           16.0),
-    "dwi_matrix":          ((84, 128),      (100, 100),      (96, 96),       (86, 86)),
-    "dwi_inplane_mm":      (2.0,            1.8,             2.0,            2.5),
-    "dwi_slice_mm":        (3.0,            3.0,             3.0,            3.6),
-    "dwi_tilt_offset_deg": (0.0,            0.0,             0.0,            6.0),
-    "dwi_te_ms":           (63.0,           70.0,            75.0,           85.0),
-    "dwi_gain":            (1.0,            3.0,             0.3,            10.0),
-    "dwi_snr":             (45.0,           45.0,            28.0,           22.0),
-    "adc_b_values":        ((50.0, 800.0),  (100.0, 1000.0), (0.0, 1000.0),  (0.0, 800.0)),
-    "hbv_b_value":         (1400.0,         1500.0,          2000.0,         1000.0),
-    "hbv_acquired":        (False,          False,           False,          True),
-    "adc_calibration":     (1.0,            1.04,            0.95,           0.90),
-    "bias_field":          (0.15,           0.2,             0.3,            0.5),
-    "misregistration_mm":  (1.0,            1.5,             2.5,            4.0),
+    #                       A                B                C                D                E
+    "site_id":             (1,               2,               3,               4,               5),
+    "t2_matrix":           (384,             320,             352,             320,             256),
+    "t2_inplane_mm":       (0.5,             0.5,             0.5,             0.5625,          0.7),
+    "t2_slice_mm":         (3.0,             3.0,             3.0,             3.6,             4.5),
+    "t2_slices":           ((19, 24),        (19, 24),        (19, 24),        (16, 20),        (14, 18)),
+    "t2_te_ms":            (104.0,           96.0,            110.0,           130.0,           150.0),
+    "t2_gain":             (1.0,             2.4,             0.6,             4.0,             0.3),
+    "t2_snr":              (30.0,            34.0,            20.0,            16.0,            10.0),
+    "dwi_matrix":          ((84, 128),       (100, 100),      (96, 96),        (86, 86),        (64, 64)),
+    "dwi_inplane_mm":      (2.0,             1.8,             2.0,             2.5,             3.0),
+    "dwi_slice_mm":        (3.0,             3.0,             3.0,             3.6,             4.5),
+    "dwi_tilt_offset_deg": (0.0,             0.0,             0.0,             6.0,             12.0),
+    "dwi_te_ms":           (63.0,            70.0,            75.0,            85.0,            95.0),
+    "dwi_gain":            (1.0,             3.0,             0.3,             10.0,            20.0),
+    "dwi_snr":             (45.0,            45.0,            28.0,            22.0,            14.0),
+    "adc_b_values":        ((50.0, 800.0),   (100.0, 1000.0), (0.0, 1000.0),   (0.0, 800.0),    (50.0, 600.0)),
+    "hbv_b_value":         (1400.0,          1500.0,          2000.0,          1000.0,          1000.0),
+    "hbv_acquired":        (False,           False,           False,           True,            True),
+    "adc_calibration":     (1.0,             1.04,            0.95,            0.90,            1.12),
+    "bias_field":          (0.15,            0.2,             0.3,             0.5,             0.7),
+    "misregistration_mm":  (1.0,             1.5,             2.5,             4.0,             6.0),
 }
 
 

@@ -5,8 +5,10 @@ The pipeline, one visible function (:func:`preprocess`):
 1. **Target grid** (:func:`target_grid`): the T2 frame's direction cosines, a configurable
    spacing and matrix (default 3.0 × 0.5 × 0.5 mm, 20 × 256 × 256, Z, Y, X), centred on the T2
    volume centre or on a given LPS point.
-2. **Resampling** of every role into that grid in physical space (trilinear for images, nearest
-   for label maps) — SimpleITK on a CPU, torch ``grid_sample`` on CUDA; both agree to 1e-3.
+2. **Resampling** of every role into that grid in physical space, in one pass from the source
+   series (images: trilinear by default or cubic B-spline, :attr:`PreprocessConfig.interpolation`;
+   label maps: nearest) — SimpleITK on a CPU, torch on CUDA; both agree to 1e-3 (linear) and to
+   float32 rounding (B-spline).
 3. **Intensity normalisation** per role (:class:`IntensityConfig`): T2 and high-b robust z-score
    (clip to percentiles — 0.5/99.5 for T2, 0.5/99.9 for high-b — then standardise); ADC on its
    physical scale (µm²/s × 10⁻³, so normal peripheral zone ≈ 1.6–2.0), because ADC is quantitative
@@ -28,15 +30,21 @@ import torch
 from LesionAILib.devices import resolve_device
 from LesionAILib.errors import ConfigError
 from LesionAILib.geometry import Grid, aligned_grid
+from LesionAILib.preprocessing.percentiles import percentiles
 from LesionAILib.preprocessing.resampling import (
     resample_image_with_fov,
     resample_sitk,
+    resample_sitk_image,
     resample_torch,
 )
 from LesionAILib.studies.case import Case
 from LesionAILib.studies.roles import ROLES
 
 NORMALISATION_METHODS = ("robust_zscore", "scale")
+# How images are interpolated; label maps are always nearest. Trilinear is the default: what the
+# bundled model was trained with, and 10× cheaper on a CPU than SimpleITK's cubic B-spline
+# (docs/decisions/0004).
+IMAGE_INTERPOLATIONS = ("linear", "bspline")
 # Percentile estimates use at most this many voxels (a fixed, deterministic stride through the
 # volume); the mean and standard deviation use every in-field voxel.
 _MAX_STATISTIC_SAMPLES = 300_000
@@ -83,12 +91,14 @@ class PreprocessConfig:
         shape: target matrix (Z, Y, X) in voxels.
         spacing: target spacing (Z, Y, X) in mm.
         intensity: per role normalisation.
+        interpolation: images ``"linear"`` (trilinear) or ``"bspline"`` (cubic B-spline); labels nearest.
     """
 
     roles: tuple[str, ...] = ROLES
     shape: tuple[int, int, int] = (20, 256, 256)
     spacing: tuple[float, float, float] = (3.0, 0.5, 0.5)
     intensity: Mapping[str, IntensityConfig] = field(default_factory=lambda: dict(DEFAULT_INTENSITY))
+    interpolation: str = "linear"
 
     def __post_init__(self):
         object.__setattr__(self, "roles", tuple(self.roles))
@@ -104,6 +114,10 @@ class PreprocessConfig:
         missing = [r for r in self.roles if r not in self.intensity]
         if missing:
             raise ConfigError(f"no intensity normalisation configured for {missing}")
+        if self.interpolation not in IMAGE_INTERPOLATIONS:
+            raise ConfigError(
+                f"unknown interpolation {self.interpolation!r}; use one of {', '.join(IMAGE_INTERPOLATIONS)}"
+            )
 
     def to_dict(self) -> dict:
         return {
@@ -111,6 +125,7 @@ class PreprocessConfig:
             "shape": list(self.shape),
             "spacing": list(self.spacing),
             "intensity": {role: asdict(cfg) for role, cfg in self.intensity.items()},
+            "interpolation": self.interpolation,
         }
 
     @classmethod
@@ -124,6 +139,7 @@ class PreprocessConfig:
             shape=tuple(data.get("shape", (20, 256, 256))),
             spacing=tuple(data.get("spacing", (3.0, 0.5, 0.5))),
             intensity=intensity,
+            interpolation=str(data.get("interpolation", "linear")),
         )
 
 
@@ -165,45 +181,76 @@ def target_grid(t2_grid: Grid, config: PreprocessConfig, center_lps: Sequence[fl
 def _percentiles(volume, inside, low: float, high: float) -> tuple[float, float] | None:
     """The ``low`` and ``high`` percentiles of ``volume`` inside ``inside`` (None if < 16 voxels).
 
-    Estimated on an evenly strided subsample of at most ``_MAX_STATISTIC_SAMPLES`` voxels.
+    Estimated on an evenly strided subsample of at most ``_MAX_STATISTIC_SAMPLES`` voxels; on numpy
+    with :func:`~LesionAILib.preprocessing.percentiles.percentiles` (``np.percentile``'s numbers,
+    only the tails partitioned).
     """
     step = max(1, int(np.prod(volume.shape)) // _MAX_STATISTIC_SAMPLES)
     values = volume.reshape(-1)[::step][inside.reshape(-1)[::step]]
     if values.shape[0] < 16:
         return None
     if isinstance(values, np.ndarray):
-        bounds = np.percentile(values, [low, high])
+        bounds = percentiles(values, [low, high])
     else:
         bounds = torch.quantile(values, torch.tensor([low / 100, high / 100], device=values.device)).tolist()
     return float(bounds[0]), float(bounds[1])
 
 
-def normalise(volume, inside, config: IntensityConfig) -> tuple[np.ndarray | torch.Tensor, dict]:
-    """Normalise one channel in place where possible.
+def _zero_outside(out, inside, outside: np.ndarray | None = None):
+    """``out`` with 0 wherever ``inside`` is False (NaN there included); in place on numpy.
+
+    ``outside`` is ``~inside`` when the caller has it already (numpy only).
+    """
+    if isinstance(out, np.ndarray):
+        np.copyto(out, 0.0, where=~inside if outside is None else outside)
+        return out
+    return torch.where(inside, out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+
+def normalise(
+    volume, inside, config: IntensityConfig, out: np.ndarray | None = None
+) -> tuple[np.ndarray | torch.Tensor, dict]:
+    """Normalise one channel.
 
     Args:
         volume: [Z, Y, X] float32, a numpy array (CPU path) or a torch tensor (any device); the
-            same arithmetic runs on both, so CPU and GPU give the same numbers.
+            same arithmetic runs on both, so CPU and GPU give the same numbers. Values outside
+            ``inside`` do not enter the result (they may be NaN).
         inside: [Z, Y, X] bool of the same kind, the voxels the series covers (statistics region).
         config: the role's normalisation.
+        out: numpy only: the [Z, Y, X] float32 array to write into (may be ``volume``; default a new one),
+            so the result lands in its final place without a copy.
 
     Returns:
         the normalised volume (0 outside ``inside``) and the parameters applied.
     """
+    on_numpy = isinstance(volume, np.ndarray)
+    if on_numpy and out is None:
+        out = np.empty_like(volume, dtype=np.float32)
     if config.method == "scale":
-        out = volume * config.scale + config.offset
+        if on_numpy:
+            np.multiply(volume, config.scale, out=out)
+            out += config.offset
+        else:
+            out = volume * config.scale + config.offset
         if config.clip is not None:
-            out = out.clip(config.clip[0], config.clip[1])
-        return out * inside, {"scale": config.scale, "offset": config.offset}
+            out = np.clip(out, *config.clip, out=out) if on_numpy else out.clip(*config.clip)
+        return _zero_outside(out, inside), {"scale": config.scale, "offset": config.offset}
     bounds = _percentiles(volume, inside, config.low, config.high)
     if bounds is None:
-        return volume * 0, {"low": 0.0, "high": 0.0, "mean": 0.0, "std": 1.0}
+        if on_numpy:
+            out.fill(0.0)
+        return out if on_numpy else torch.zeros_like(volume), {"low": 0.0, "high": 0.0, "mean": 0.0, "std": 1.0}
     low, high = bounds
-    out = volume.clip(low, high) * inside
-    count = max(float(inside.sum()), 2.0)
+    outside = ~inside if on_numpy else None
+    out = _zero_outside(np.clip(volume, low, high, out=out) if on_numpy else volume.clip(low, high), inside, outside)
+    count = max(float(np.count_nonzero(inside) if on_numpy else inside.sum()), 2.0)
     mean = float(out.sum()) / count
     out -= mean
-    out *= inside
+    if on_numpy:  # (clip − mean) · inside, as on torch; copyto is cheaper than a float multiply
+        _zero_outside(out, inside, outside)
+    else:
+        out *= inside
     std = max(float((out * out).sum() / count) ** 0.5, 1e-6 * max(abs(high), 1.0))
     out /= std
     return out, {"low": low, "high": high, "mean": mean, "std": std}
@@ -220,7 +267,8 @@ def preprocess(
 
     Args:
         case: the study (native grids).
-        config: target grid and normalisation (default: 20 × 256 × 256 at 3.0 × 0.5 × 0.5 mm).
+        config: target grid, normalisation and interpolation (default: 20 × 256 × 256 at
+            3.0 × 0.5 × 0.5 mm, trilinear).
         center_lps: centre of the target grid in LPS mm; default the T2 volume centre.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
         backend: resampler, ``"auto"`` (SimpleITK on CPU, torch on CUDA), ``"torch"`` or ``"sitk"``.
@@ -237,15 +285,22 @@ def preprocess(
     fov = np.empty((channels, *grid.shape), bool) if on_cpu else None
     gpu_channels, gpu_fov, parameters = [], [], {}
     for index, role in enumerate(config.roles):
-        resampled, inside = resample_image_with_fov(case.image(role), grid, "linear", device, backend)
+        if on_cpu and backend in ("auto", "sitk"):
+            # one SimpleITK pass; NaN marks "outside" (ITK's inside rule), and normalisation reads the
+            # resampled buffer in place and writes straight into the output slot: no copy of a volume
+            resampled = resample_sitk_image(case.image(role), grid, config.interpolation, default=float("nan"))
+            values = sitk.GetArrayViewFromImage(resampled)
+            inside = np.logical_not(np.isnan(values, out=fov[index]), out=fov[index])
+            parameters[role] = normalise(values, inside, config.intensity[role], out=image[index])[1]
+            continue
+        resampled, inside = resample_image_with_fov(case.image(role), grid, config.interpolation, device, backend)
         if on_cpu:
-            resampled, inside = resampled.numpy(), inside.numpy()
+            fov[index] = inside.numpy()
+            parameters[role] = normalise(resampled.numpy(), fov[index], config.intensity[role], out=image[index])[1]
+            continue
         normalised, parameters[role] = normalise(resampled, inside, config.intensity[role])
-        if on_cpu:
-            image[index], fov[index] = normalised, inside
-        else:
-            gpu_channels.append(normalised)
-            gpu_fov.append(inside)
+        gpu_channels.append(normalised)
+        gpu_fov.append(inside)
     mask = None
     if case.lesion_mask is not None:
         mask = resample_image_with_fov(case.lesion_mask, grid, "nearest", device, backend)[0].round().to(torch.int64)

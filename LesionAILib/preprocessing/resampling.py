@@ -1,16 +1,18 @@
 """Resample volumes between grids in physical (LPS) space, with torch or SimpleITK.
 
 Both paths compute the same thing: for every target voxel centre, the LPS position, the source's
-continuous index at that position, and a trilinear (images) or nearest (label maps) sample
-there. Directions are honoured, so an oblique T2 frame and an axial DWI frame meet exactly.
+continuous index at that position, and a sample there: trilinear or cubic B-spline (images, the
+order chosen in :class:`~LesionAILib.preprocessing.pipeline.PreprocessConfig`) or nearest (label
+maps). Directions are honoured, so an oblique T2 frame and an axial DWI frame meet exactly.
 The torch path follows ITK's conventions so the two agree: a position counts as inside the
 source when its continuous index lies in [-0.5, n - 0.5) on every axis (the voxel block plus
-half a voxel, clamped to the edge value like ITK's linear interpolator), outside it the value
-is ``default``.
+half a voxel, clamped to the edge value by ITK's linear interpolator, mirrored by its B-spline
+one), outside it the value is ``default``.
 
 * :func:`resample_sitk` — SimpleITK's multi-threaded C++ resampler; the fastest path on a CPU.
 * :func:`resample_torch` — ``torch.nn.functional.grid_sample`` on an affine sampling grid built
-  from the two geometries; the path for CUDA (and identical code on CPU).
+  from the two geometries (B-spline: :mod:`LesionAILib.preprocessing.bspline`); the path for CUDA
+  (and identical code on CPU).
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ import torch.nn.functional as F
 
 from LesionAILib.devices import resolve_device
 from LesionAILib.geometry import Grid
+from LesionAILib.preprocessing.bspline import bspline_coefficients, sample_bspline, source_indices
 
-INTERPOLATION_MODES = ("linear", "nearest")
+# "linear": trilinear; "bspline": cubic B-spline (interpolating, ITK's sitkBSpline); "nearest": labels
+INTERPOLATION_MODES = ("linear", "bspline", "nearest")
+_SITK_INTERPOLATORS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline, "nearest": sitk.sitkNearestNeighbor}
 
 
 def _index_affine_xyz(grid: Grid) -> np.ndarray:
@@ -91,7 +96,8 @@ def resample_torch(
     Args:
         volume: [Z, Y, X] or [C, Z, Y, X] tensor on ``source`` (any device; float or integer).
         source, target: grids (LPS mm).
-        mode: ``"linear"`` (trilinear) or ``"nearest"`` (label maps).
+        mode: ``"linear"`` (trilinear), ``"bspline"`` (cubic B-spline, computed in float64) or
+            ``"nearest"`` (label maps).
         default: value outside the source's field of view.
 
     Returns:
@@ -103,34 +109,48 @@ def resample_torch(
     data = volume[None] if squeeze else volume
     if tuple(data.shape[1:]) != source.shape:
         raise ValueError(f"volume shape {tuple(data.shape[1:])} does not match source grid {source.shape}")
-    data = data[None].to(torch.float32)  # [1, C, Z, Y, X]
-    theta = torch.as_tensor(sampling_theta(source, target), dtype=torch.float32, device=data.device)
-    size = (1, data.shape[1], *target.shape)
-    coordinates = F.affine_grid(theta[None], list(size), align_corners=False)
-    sampled = F.grid_sample(
-        data,
-        coordinates,
-        mode="bilinear" if mode == "linear" else "nearest",
-        padding_mode="border",
-        align_corners=False,
-    )[0]
+    if mode == "bspline":
+        index = source_indices(source_index_affine(source, target), target.shape, data.device)
+        sampled = sample_bspline(bspline_coefficients(data), index).to(torch.float32)
+    else:
+        data = data[None].to(torch.float32)  # [1, C, Z, Y, X]
+        theta = torch.as_tensor(sampling_theta(source, target), dtype=torch.float32, device=data.device)
+        size = (1, data.shape[1], *target.shape)
+        coordinates = F.affine_grid(theta[None], list(size), align_corners=False)
+        sampled = F.grid_sample(
+            data,
+            coordinates,
+            mode="bilinear" if mode == "linear" else "nearest",
+            padding_mode="border",
+            align_corners=False,
+        )[0]
     inside = field_of_view(source, target, data.device)
     sampled = torch.where(inside[None], sampled, torch.as_tensor(default, dtype=sampled.dtype, device=sampled.device))
     return sampled[0] if squeeze else sampled
 
 
-def resample_sitk(image: sitk.Image, target: Grid, mode: str = "linear", default: float = 0.0) -> np.ndarray:
-    """Resample a SimpleITK image onto ``target`` (SimpleITK, multi-threaded C++).
+def resample_sitk_image(image: sitk.Image, target: Grid, mode: str = "linear", default: float = 0.0) -> sitk.Image:
+    """Resample a SimpleITK image onto ``target`` in one pass (SimpleITK, multi-threaded C++): a float32 image.
 
-    Returns a float32 array [Z, Y, X] on ``target``.
+    ``mode`` ``"bspline"`` is ITK's cubic B-spline (prefilter, then the 4 × 4 × 4 taps, mirror boundary).
     """
     if mode not in INTERPOLATION_MODES:
         raise ValueError(f"mode must be one of {INTERPOLATION_MODES}, got {mode!r}")
-    interpolator = sitk.sitkLinear if mode == "linear" else sitk.sitkNearestNeighbor
-    resampled = sitk.Resample(
-        image, target.reference_image(), sitk.Transform(), interpolator, float(default), sitk.sitkFloat32
-    )
-    return sitk.GetArrayFromImage(resampled)
+    # the output geometry set directly (a reference image would allocate a volume only to be read)
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize([int(n) for n in target.size_xyz])
+    resampler.SetOutputOrigin(target.origin)
+    resampler.SetOutputSpacing(target.spacing_xyz)
+    resampler.SetOutputDirection(target.direction_matrix.ravel().tolist())
+    resampler.SetInterpolator(_SITK_INTERPOLATORS[mode])
+    resampler.SetDefaultPixelValue(float(default))
+    resampler.SetOutputPixelType(sitk.sitkFloat32)
+    return resampler.Execute(image)
+
+
+def resample_sitk(image: sitk.Image, target: Grid, mode: str = "linear", default: float = 0.0) -> np.ndarray:
+    """:func:`resample_sitk_image` as a float32 array [Z, Y, X] on ``target``."""
+    return sitk.GetArrayFromImage(resample_sitk_image(image, target, mode, default))
 
 
 def resample_image_with_fov(

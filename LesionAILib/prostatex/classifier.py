@@ -41,10 +41,10 @@ from torch import nn
 
 from LesionAILib.dataclass_dicts import DictSerialisable
 from LesionAILib.errors import ConfigError, ModelFileError
+from LesionAILib.models.bundled import RESOURCES
 from LesionAILib.models.modelfile import (
     FORMAT,
     FORMAT_VERSION,
-    RESOURCES,
     load_weights,
     read_container,
     write_container,

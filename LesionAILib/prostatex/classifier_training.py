@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from LesionAILib.dataclass_dicts import DictSerialisable
 from LesionAILib.errors import ConfigError
@@ -26,6 +27,8 @@ from LesionAILib.prostatex.classifier import (
     PatchInputs,
     mirror_averaged_logit,
 )
+
+NetworkFactory = Callable[[PatchClassifierConfig], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,6 @@ class TrainingSettings(DictSerialisable):
     shift_pixels: int = 2
     intensity_jitter: float = 0.1
     warmup_fraction: float = 0.2
-
 
 
 # --------------------------------------------------------------------------- training
@@ -75,11 +77,13 @@ def train_member(
     config: PatchClassifierConfig,
     settings: TrainingSettings,
     seed: int,
-) -> MultiScaleNet:
-    """Train one :class:`MultiScaleNet` on ``inputs`` with bool/0-1 ``labels`` [N] (CPU, deterministic per seed)."""
+    network: NetworkFactory | None = None,
+) -> nn.Module:
+    """Train one :class:`MultiScaleNet` (or ``network(config)``, any module called as ``net(images,
+    localization, zone)`` → logit [N]) on ``inputs`` with bool/0-1 ``labels`` [N] (CPU, deterministic per seed)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    net = MultiScaleNet(config)
+    net = (network or MultiScaleNet)(config)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     count = len(inputs)
     batches = int(np.ceil(count / settings.batch_size))
@@ -135,12 +139,14 @@ def choose_epochs(
     settings: TrainingSettings,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    network: NetworkFactory | None = None,
 ) -> tuple[int, dict[int, float]]:
     """The epoch count of ``settings.epoch_choices`` with the best inner cross-validated AUROC.
 
     One member per (held-out group, choice), trained on the other groups (patient-grouped folds of
     the training data only) and scored with mirror averaging; AUROC pooled over the held-out
-    predictions. Returns ``(epochs, {choice: AUROC})``; a single choice is returned untested.
+    predictions. ``network`` as for :func:`train_member`. Returns ``(epochs, {choice: AUROC})``; a
+    single choice is returned untested.
     """
     if len(settings.epoch_choices) == 1:
         return settings.epoch_choices[0], {}
@@ -150,7 +156,9 @@ def choose_epochs(
     for number, group in enumerate(np.unique(groups)):
         train, test = np.nonzero(groups != group)[0], np.nonzero(groups == group)[0]
         for epochs in settings.epoch_choices:
-            net = train_member(inputs.subset(train), labels[train], epochs, config, settings, seed + 100 + number)
+            net = train_member(
+                inputs.subset(train), labels[train], epochs, config, settings, seed + 100 + number, network
+            )
             with torch.no_grad():
                 held_out[epochs][test] = mirror_averaged_logit(net, inputs.subset(test)).numpy()
     scores = {epochs: auroc(labels, values) for epochs, values in held_out.items()}

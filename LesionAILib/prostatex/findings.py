@@ -27,7 +27,7 @@ from LesionAILib.prostatex.classifier import (
     zone_one_hot,
 )
 from LesionAILib.prostatex.classifier_training import TrainingSettings, fit_classifier
-from LesionAILib.prostatex.patches import BLOB_SIGMA_PIXELS, localization_blob
+from LesionAILib.prostatex.localization_maps import localization_maps
 
 PATCHES_FILE = "patches_32x32.npz"
 
@@ -73,18 +73,18 @@ class Findings:
         return int(rows[0])
 
 
-def load_findings(folder: str | Path) -> Findings:
-    """Read the findings dataset; localization maps are the centred blobs the classifier is trained with."""
+def load_findings(folder: str | Path, localization: str = "blob") -> Findings:
+    """Read the findings dataset with the ``localization`` maps of
+    :mod:`LesionAILib.prostatex.localization_maps` (default: the centred blobs the shipped classifier
+    is trained with; ``low_adc`` or ``none``)."""
     path = Path(folder) / PATCHES_FILE
     if not path.exists():
         raise StudyError("ProstateX findings patches not found", path, "check ../shared/data/prostatex-findings")
-    blobs = np.stack([localization_blob(BLOB_SIGMA_PIXELS["t2w"]), localization_blob(BLOB_SIGMA_PIXELS["adc"])])
     with np.load(path, allow_pickle=False) as data:
-        images = np.stack([data["t2"], data["adc"], data["hbv"]], 1).astype(np.float32)
+        images = torch.from_numpy(np.stack([data["t2"], data["adc"], data["hbv"]], 1).astype(np.float32))
         zones = data["zone"].astype(str)
-        localization = np.broadcast_to(blobs, (len(images), *blobs.shape)).copy()
         findings = Findings(
-            inputs=PatchInputs(torch.from_numpy(images), torch.from_numpy(localization), zone_one_hot(list(zones))),
+            inputs=PatchInputs(images, localization_maps(images, localization), zone_one_hot(list(zones))),
             labels=data["clinsig"].astype(bool),
             patients=data["patient"].astype(str),
             finding_ids=data["fid"].astype(str),

@@ -7,7 +7,10 @@ One call augments a batch ([N, C, Z, Y, X] images plus their maps) with, per sam
 * per-sequence misregistration: the diffusion channels (ADC, high-b — one acquisition) shift
   together by up to ``misregistration_mm`` against T2, as EPI distortion does,
 * intensity jitter: per channel a random gain and offset (z-scored channels) or a gain only
-  (the ADC keeps its physical zero; vendors' ADCs differ by a few per cent).
+  (the ADC keeps its physical zero; vendors' ADCs differ by a few per cent),
+* optionally, first, a simulated acquisition by another protocol (``acquisition``, off by default:
+  resolution, slice thickness, coil bias, b-value, ADC calibration, noise, misregistration through
+  the slices and tilt; :mod:`LesionAILib.training.acquisition_augmentation`).
 
 Parameters are drawn per sample from ``numpy.random.default_rng([seed, epoch, sample])``, so
 a sample is augmented identically wherever it is processed (one process or several DDP ranks).
@@ -17,18 +20,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from LesionAILib.dataclass_dicts import DictSerialisable
+from LesionAILib.training.acquisition_augmentation import AcquisitionAugmentConfig, simulate_acquisition
 
 
 @dataclass(frozen=True)
 class AugmentConfig(DictSerialisable):
-    """Augmentation strengths; ``enabled=False`` turns everything off."""
+    """Augmentation strengths; ``enabled=False`` turns everything off, ``acquisition`` is off unless enabled."""
 
     enabled: bool = True
     flip_probability: float = 0.5
@@ -39,6 +43,7 @@ class AugmentConfig(DictSerialisable):
     offset_range: float = 0.1
     adc_gain_range: float = 0.05
     noise_std: float = 0.03
+    acquisition: AcquisitionAugmentConfig = field(default_factory=AcquisitionAugmentConfig)
 
 
 def _sample_parameters(config: AugmentConfig, rng: np.random.Generator, channels: int) -> dict:
@@ -87,6 +92,7 @@ def augment_batch(
     """
     if not config.enabled:
         return images, maps, masks
+    images = simulate_acquisition(images, roles, spacing, config.acquisition, seeds)
     n, c = images.shape[:2]
     device = images.device
     parameters = [_sample_parameters(config, np.random.default_rng(list(s)), c) for s in seeds]

@@ -47,7 +47,12 @@ class Phase1Config:
 
 @dataclass
 class Phase2Config:
-    """Classification training on mined candidates; ``epochs`` frozen-encoder, then ``joint_epochs``."""
+    """Classification training on mined candidates; ``epochs`` frozen-encoder, then ``joint_epochs``.
+
+    ``samples_per_epoch``: 0 trains on every mined candidate once per epoch; N > 0 on exactly N
+    (further shuffled passes, cut at N), which holds the classifier's budget fixed when arms of a
+    comparison mine different numbers of candidates.
+    """
 
     epochs: int = 20
     joint_epochs: int = 0
@@ -58,6 +63,7 @@ class Phase2Config:
     patience: int = 6
     grade_weight: float = 0.3
     max_candidates: int = 5
+    samples_per_epoch: int = 0
 
 
 @dataclass

@@ -8,6 +8,7 @@ state on disk are the :class:`~LesionAILib.training.trainer.Trainer`'s, shared b
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
@@ -37,6 +38,19 @@ def localization_crops(
     return images, target, cspca
 
 
+def crop_items(order: Sequence[int], crops_per_case: int) -> list[tuple[int, int]]:
+    """The ``(case index, draw)`` crops of one phase-1 epoch: ``crops_per_case`` passes over
+    ``order``; each listing of a case gets its own draw, so a case listed twice (a curriculum
+    repeating its admitted cases) gives two different crops."""
+    listed: Counter[int] = Counter()
+    items = []
+    for _ in range(crops_per_case):
+        for index in order:
+            items.append((int(index), listed[int(index)]))
+            listed[int(index)] += 1
+    return items
+
+
 class LocalizationPhase:
     """Phase 1: the localization network regresses the heatmap on random crops (cosine learning rate)."""
 
@@ -64,6 +78,10 @@ class LocalizationPhase:
         if finished is not None:
             trainer.restore_best(1)  # phase 1 finished in an earlier session
             return finished
+        if trainer.curriculum is not None and trainer.curriculum.epochs != p1.epochs:
+            raise ConfigError(
+                f"the curriculum ramps over {trainer.curriculum.epochs} epochs but phase 1 has {p1.epochs}"
+            )
         state = trainer.resume(optimizer, "1")
         sampler = CropSampler(trainer.train_cases, p1.crop, p1.lesion_fraction, config.seed)
         trainer.model.train()
@@ -72,7 +90,7 @@ class LocalizationPhase:
             torch.manual_seed(config.seed * 100_003 + epoch)
             for group in optimizer.param_groups:
                 group["lr"] = p1.lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / p1.epochs))
-            items = [(int(i), draw) for draw in range(p1.crops_per_case) for i in trainer.epoch_order(epoch, sampler)]
+            items = crop_items(trainer.epoch_order(epoch, sampler), p1.crops_per_case)
             batches = trainer.distributed.batches(items, p1.batch_size)
             train_loss = trainer.train_epoch(
                 1, epoch, batches, optimizer, partial(self.batch_loss, model, sampler, epoch)
@@ -153,6 +171,30 @@ class ClassificationPhase:
             loss = loss + localization_loss(output, target[:, 0], cspca[:, 0], self.config.phase1)
         return loss
 
+    def epoch_samples(self, samples: list[TrainingCandidate], epoch: int) -> list[int]:
+        """Indices into ``samples`` that classifier epoch ``epoch`` trains on, in order.
+
+        Every candidate of every training case, shuffled — with a curriculum, of every case it
+        orders plus the epoch's replay draw (the ramp is phase 1's and is not restarted). With
+        ``phase2.samples_per_epoch`` set, exactly that many: further shuffled passes over the
+        candidates, cut at that count, so the classifier's budget does not depend on how many
+        candidates the mining found (every candidate is seen if the count is at least theirs).
+        """
+        trainer, config = self.trainer, self.config
+        eligible = list(range(len(samples)))
+        if trainer.curriculum is not None:
+            ids = [case.case_id for case in trainer.train_cases]
+            cases = set(trainer.curriculum.classifier_indices(epoch, config.seed, ids))
+            eligible = [i for i in eligible if samples[i].case in cases]
+        if not eligible:
+            return []
+        rng = np.random.default_rng([config.seed, epoch, 2])
+        wanted = config.phase2.samples_per_epoch or len(eligible)
+        order: list[int] = []
+        while len(order) < wanted:
+            order += [eligible[i] for i in rng.permutation(len(eligible))]
+        return order[:wanted]
+
     def _optimizer(self, joint: bool) -> torch.optim.Optimizer:
         """AdamW over the classifier, or over every parameter for joint fine-tuning."""
         p2, model = self.config.phase2, self.trainer.model
@@ -186,11 +228,7 @@ class ClassificationPhase:
                 optimizer, optimizer_joint = self._optimizer(True), True  # joint fine-tune: every parameter trains
             if model is None or wrapped_joint != joint:
                 model, wrapped_joint = trainer.distributed.wrap(trainer.model, trainer.device), joint  # (re)hook
-            order = np.random.default_rng([config.seed, epoch, 2]).permutation(len(samples)).tolist()
-            if trainer.curriculum is not None:
-                admitted = set(trainer.epoch_order(epoch, localizer_sampler))
-                order = [i for i in order if samples[i].case in admitted]
-            batches = trainer.distributed.batches(order, p2.batch_size)
+            batches = trainer.distributed.batches(self.epoch_samples(samples, epoch), p2.batch_size)
             batch_loss = partial(self.batch_loss, model, samples, localizer_sampler, epoch, joint)
             train_loss = trainer.train_epoch(2, epoch, batches, optimizer, batch_loss)
             if trainer.end_epoch(2, epoch, state, optimizer, started, train_loss, {"joint": joint}):

@@ -259,7 +259,9 @@ class Trainer:
                 path = self.run_dir / f"best-phase{phase}.safetensors"
                 save_model(self.model, self.metadata(best, "1" if phase == 1 else "1+2"), path)
         state.epoch = epoch
-        stop = epoch - state.best_epoch >= settings.patience
+        # while a curriculum still admits cases, patience does not stop phase 1: every case trains
+        admitting = phase == 1 and self.curriculum is not None and not self.curriculum.complete(epoch)
+        stop = epoch - state.best_epoch >= settings.patience and not admitting
         state.done = stop or epoch == last
         self.checkpoints.save(self.model, optimizer, str(phase), state, self.history)
         if stop:

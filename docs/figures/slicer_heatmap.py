@@ -43,7 +43,7 @@ def main() -> None:
     from LesionAILogic.logic import LesionAILogic
     from trame_slicer.core import SlicerApp
 
-    from LesionAILib.models.modelfile import bundled_model_path
+    from LesionAILib.models.bundled import bundled_model_path
 
     app = SlicerApp()
     logic = LesionAILogic(app.scene, app.segmentations_logic)
