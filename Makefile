@@ -32,10 +32,11 @@ lint: $(STAMP)
 
 # Off-screen rendering tests (slice views through VTK's EGL window) need Mesa's EGL; installed with
 # apt when absent (CI runs as root on Debian).
-# dciodvfy (dicom3tools) validates the DICOM objects LesionAI writes.
+# dciodvfy (dicom3tools) validates the DICOM objects LesionAI writes; the browser tests drive Debian's chromium.
 system-deps:
 	@ldconfig -p | grep -q libEGL_mesa || { apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri; }
 	@command -v dciodvfy >/dev/null || { apt-get update -qq && apt-get install -y -qq dicom3tools; }
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 test: $(STAMP) system-deps
 	$(PY) -m ruff check .

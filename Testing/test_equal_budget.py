@@ -63,7 +63,11 @@ def _steps(run_dir) -> dict[int, list[int]]:
 def prepared_cohort(phantom_cohort, tmp_path_factory):
     config = TrainConfig.from_dict(
         tiny_config(
-            [str(phantom_cohort)], str(tmp_path_factory.mktemp("cache")), validate=False, phase2={"joint_epochs": 0}
+            [str(phantom_cohort)],
+            str(tmp_path_factory.mktemp("cache")),
+            validate=False,
+            phase1={"epochs": 2},
+            phase2={"joint_epochs": 0},
         )
     )
     return config, prepare_cases(read_cohort(phantom_cohort).cases, config.preprocess, config.cache_dir)
@@ -79,7 +83,7 @@ def _train(config, cases, curriculum, run_dir, monkeypatch) -> tuple[TrainedCase
 def test_ordered_and_unordered_arms_train_equal_steps_and_every_case_each_phase(prepared_cohort, tmp_path, monkeypatch):
     config, cases = prepared_cohort
     ids = [c.case_id for c in cases]
-    epochs = config.phase1.epochs  # 3
+    epochs = config.phase1.epochs  # 2
     ordered = Curriculum(list(reversed(ids)), epochs=epochs, start_fraction=0.2, ramp_epochs=5)
     everything = Curriculum(ids, epochs=epochs, start_fraction=1.0, ramp_epochs=1)
     ramped, ramped_steps = _train(config, cases, ordered, tmp_path / "ordered", monkeypatch)
@@ -108,7 +112,7 @@ def test_fixed_classifier_samples_per_epoch_and_a_curriculum_must_match_phase_1(
     assert steps[2] == [3, 3], "10 samples in batches of 4, in each of the two classifier epochs"
     assert [len(batch) for batch in trained.candidates] == [4, 4, 2, 4, 4, 2]
     mismatched = Curriculum([c.case_id for c in cases], epochs=5)
-    with pytest.raises(ConfigError, match="ramps over 5 epochs but phase 1 has 3"):
+    with pytest.raises(ConfigError, match="ramps over 5 epochs but phase 1 has 2"):
         Trainer(config, tmp_path / "mismatch", None, None, cases, [], None, mismatched).run("1")
 
 

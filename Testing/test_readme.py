@@ -48,6 +48,7 @@ RUN = [
 ]
 # README lines whose full run costs minutes of training: where they run, at a small size.
 COVERED_ELSEWHERE = {
+    "lesionai serve --studies /data/mpmri": "Testing/test_browser_reading.py (the page in headless Chromium)",
     "lesionai gland STUDY --out DIR --psa 6.4": "Testing/test_gland.py (lesionai gland on ProstateX-0000)",
     "lesionai analyze STUDY --out DIR --gland --gland-margin 5": "Testing/test_gland.py (analyze --gland)",
     "lesionai analyze ProstateX-0000 --out result --dicom-out result-dicom": (

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "LesionAI"))
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from LesionAILogic import candidates as candidate_nodes  # noqa: E402
-from LesionAILogic import dependencies, offscreen  # noqa: E402
+from LesionAILogic import dependencies, display, offscreen  # noqa: E402
 from LesionAILogic.logic import LesionAILogic  # noqa: E402
 from LesionAILogic.volumes import ijk_to_ras_of_image, ijk_to_ras_of_node  # noqa: E402
 
@@ -551,6 +551,8 @@ def test_rendered_slice_view_shows_heat_at_the_candidate_and_grey_far_away(
     app, logic, volumes_0000, tmp_path, offscreen_gl
 ):
     view = offscreen.create_slice_view(app, "Axial", size=(400, 400))
+    for crosshair in display.nodes_of_class(app.scene, "vtkMRMLCrosshairNode"):  # the reading layout shows it
+        crosshair.SetCrosshairMode(crosshair.NoCrosshair)
     t2 = volumes_0000["t2w"]
     candidate = write_known_result(tmp_path / "known", logic.caseFromNodes(*volumes_0000.values()))
     try:

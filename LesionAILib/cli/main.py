@@ -5,8 +5,9 @@ Every subcommand sits on top of LesionAILib like any other client; each command 
 :mod:`~LesionAILib.cli.gland`, :mod:`~LesionAILib.cli.dicom`, :mod:`~LesionAILib.cli.classify`,
 :mod:`~LesionAILib.cli.train`, :mod:`~LesionAILib.cli.synthesis`, :mod:`~LesionAILib.cli.evaluate`,
 :mod:`~LesionAILib.cli.adaptation`, :mod:`~LesionAILib.cli.serve`) declares its parsers and runs them.
-User mistakes end in one line on stderr (``lesionai: error: <path>: <what> (<fix>)``) and exit status 2; a cancelled job exits
-with 130 after writing nothing further; ``--debug`` shows the traceback of unexpected failures.
+User mistakes end in one line on stderr (``lesionai: error: <path>: <what> (<fix>)``) and exit status
+2; a cancelled job exits with 130 after writing nothing further; ``--debug`` shows the traceback of
+unexpected failures.
 """
 
 from __future__ import annotations

@@ -56,13 +56,15 @@ def aligned_channels(images: torch.Tensor) -> torch.Tensor:
 
 def low_adc_likelihood(adc: np.ndarray) -> np.ndarray:
     """[N, 32, 32] equalised ADC patches → [N, 32, 32] float32 in [0, 1]: per pixel the share of the
-    patch's tissue pixels (ADC > 0) whose smoothed ADC is higher; 0 outside the volume."""
+    patch's pixels inside the volume (ADC > 0) whose smoothed ADC is higher; 0 outside the volume."""
     likelihood = np.zeros(adc.shape, np.float32)
     for index, patch in enumerate(np.asarray(adc, np.float64)):
         tissue = patch > 0
         if tissue.sum() < 2:
             continue
-        smoothed = ndimage.gaussian_filter(patch, ADC_SMOOTHING_PIXELS)
+        # normalised convolution: pixels outside the volume (0) do not darken the tissue next to them
+        weight = ndimage.gaussian_filter(tissue.astype(np.float64), ADC_SMOOTHING_PIXELS)
+        smoothed = ndimage.gaussian_filter(patch, ADC_SMOOTHING_PIXELS) / np.maximum(weight, 1e-6)
         ordered = np.sort(smoothed[tissue])
         higher = ordered.size - np.searchsorted(ordered, smoothed, side="right")
         likelihood[index] = np.where(tissue, higher / ordered.size, 0.0)

@@ -123,6 +123,7 @@ class ReadingSection:
             if state.status != "cancelling":
                 self.status = state.describe()
             return
+        self.progress = 100 if state.status == "finished" else self.progress
         if state.status == "cancelled":
             shown = " The previous result is still shown." if self._logic.resultSummary(t2) else ""
             self.status = "Analysis cancelled." + shown
