@@ -215,7 +215,7 @@ def test_drawn_acquisitions_stay_within_the_configured_ranges():
     assert dwi.max() <= 1.6 and all(d.dwi_factors[1] == d.dwi_factors[2] for d in draws)
     assert max(abs(d.delta_b) for d in draws) <= 600.0 and max(abs(d.shift_z_mm) for d in draws) <= 3.0
     assert max(abs(d.tilt_radians) for d in draws) <= math.radians(5.0) + 1e-12
-    assert max(max(d.noise_sd) for d in draws) <= 0.3
+    assert max(max(d.noise_sd) for d in draws) <= 0.3 and max(d.noise_sd[1] for d in draws) <= 0.15
 
 
 def test_robust_recipe_is_the_demo_recipe_plus_acquisition_augmentation_and_names_no_held_out_site():

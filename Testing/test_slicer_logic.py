@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "LesionAI"))
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from LesionAILogic import candidates as candidate_nodes  # noqa: E402
-from LesionAILogic import dependencies, display, offscreen  # noqa: E402
+from LesionAILogic import dependencies, display, offscreen, results  # noqa: E402
 from LesionAILogic.logic import LesionAILogic  # noqa: E402
 from LesionAILogic.volumes import ijk_to_ras_of_image, ijk_to_ras_of_node  # noqa: E402
 
@@ -553,7 +553,20 @@ def test_rendered_slice_view_shows_heat_at_the_candidate_and_grey_far_away(
     view = offscreen.create_slice_view(app, "Axial", size=(400, 400))
     for crosshair in display.nodes_of_class(app.scene, "vtkMRMLCrosshairNode"):  # the reading layout shows it
         crosshair.SetCrosshairMode(crosshair.NoCrosshair)
+    # the session scene keeps what earlier tests made (annotations, glands, points): hide it, so the
+    # picture shows only this result's layers
     t2 = volumes_0000["t2w"]
+    outlines = t2.GetNodeReference(results.CANDIDATES_REFERENCE)  # reused by the load below: stays shown
+    earlier = [
+        node
+        for kind in ("vtkMRMLSegmentationDisplayNode", "vtkMRMLMarkupsDisplayNode", "vtkMRMLModelDisplayNode")
+        for node in display.nodes_of_class(app.scene, kind)
+        if node.GetVisibility() and not (outlines and node.GetDisplayableNode() is outlines)
+    ]
+    for node in earlier:
+        node.SetVisibility(False)
+    for composite in display.nodes_of_class(app.scene, "vtkMRMLSliceCompositeNode"):
+        composite.SetLabelVolumeID(None)
     candidate = write_known_result(tmp_path / "known", logic.caseFromNodes(*volumes_0000.values()))
     try:
         logic.loadAnalysisResult(tmp_path / "known", t2)
@@ -564,6 +577,8 @@ def test_rendered_slice_view_shows_heat_at_the_candidate_and_grey_far_away(
     finally:
         view.finalize()
         app.view_manager.remove_view(view.get_singleton_tag())
+        for node in earlier:
+            node.SetVisibility(True)
     assert (tmp_path / "view.png").stat().st_size > 10_000 and pixels.shape == (400, 400, 3)
     assert abs(row - 200) <= 1 and abs(column - 200) <= 1  # centred
     centre_rgb = pixels[row - 2 : row + 3, column - 2 : column + 3].reshape(-1, 3).mean(0)

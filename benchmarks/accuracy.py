@@ -28,7 +28,8 @@ Every case is analysed through the deployed path (:meth:`Analyzer.analyze`, dete
 T2 geometry), checked (``evaluation/result_checks.py``: a crash or a detection map picai-eval
 refuses is counted, a crashed case scores as an empty map) and scored with picai-eval (95 %
 bootstrap intervals over cases). Each case's outcome is cached under ``--work/detections/`` per
-model file (by its sha256) and method, so a stopped run resumes where it stopped.
+model file (by its sha256) and method, so a stopped run resumes where it stopped; the key does not
+cover the analysis code, so delete that folder after changing how cases are analysed.
 
 Run: ``.venv/bin/python benchmarks/accuracy.py [--work DIR] [--model M] [--no-unet] [--cases N]``.
 Last line: ``heldout_auroc=<C> heldout_ap=<C> site_e_auroc=<E> site_e_ap=<E> crashes=<n>

@@ -193,6 +193,12 @@ def main() -> int:
     parser.add_argument("--bootstrap", type=int, default=2000, help="patient-bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of the CV (default 0; for seed spread)")
     parser.add_argument("--cache", type=Path, default=ROOT / ".lesionai-cache" / "benchmarks" / "prostatex")
+    parser.add_argument(
+        "--methods",
+        default=",".join(CACHE_KEYS.values()),
+        help="comma-separated cache keys of the methods to run (default all; a second process can fill "
+        "other methods' folds in parallel, and a later run with all of them prints the full table)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     folder = require_shared("prostatex-findings")
@@ -203,15 +209,20 @@ def main() -> int:
     resamples = 200 if args.quick else args.bootstrap
     log(f"{len(blob)} findings, {len(np.unique(blob.patients))} patients, {blob.labels.sum()} significant")
 
-    # cheapest first, the arms that are new next, so that a stopped run has the new numbers soonest
+    # cheapest first, then the new arms and the reference they are compared with, so that a stopped
+    # run has the headline comparisons soonest
     methods: dict[str, tuple[Findings, Callable[[list], FitPredict]]] = {
         ADC: (blob, lambda records: central_adc),
         LOGISTIC: (blob, lambda records: logistic_regression),
         SINGLE: (blob, lambda records: single_network(config, settings, args.seed, records)),
         LOW_ADC: (findings["low_adc"], lambda r: classifier_fit_predict(config, settings, args.seed, log, r)),
-        NO_MAP: (findings["none"], lambda r: classifier_fit_predict(config, settings, args.seed, log, r)),
         OURS: (blob, lambda r: classifier_fit_predict(config, settings, args.seed, log, r)),
+        NO_MAP: (findings["none"], lambda r: classifier_fit_predict(config, settings, args.seed, log, r)),
     }
+    wanted = set(args.methods.split(","))
+    methods = {name: method for name, method in methods.items() if CACHE_KEYS[name] in wanted | {"central-adc"}}
+    if OURS not in methods:
+        methods[OURS] = (blob, lambda r: classifier_fit_predict(config, settings, args.seed, log, r))
     run_key = f"{'quick' if args.quick else 'full'}-seed{args.seed}"
     scores, records, seconds = {}, {}, {}
     for name, (data, make) in methods.items():
@@ -229,23 +240,26 @@ def main() -> int:
         low, high = paired_difference_interval(blob.labels, scores[name], scores[OURS], blob.patients, resamples)
         return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}]"
 
-    order = [OURS, LOW_ADC, NO_MAP, SINGLE, ADC, LOGISTIC]
+    order = [name for name in (OURS, LOW_ADC, NO_MAP, SINGLE, ADC, LOGISTIC) if name in methods]
     print(f"ProstateX findings, patient-grouped 5-fold CV ({len(blob)} findings, {blob.labels.sum()} significant)")
     print(f"machine: {machine()}")
     headers = ["method", "CV AUROC [95% CI]", "Δ vs ours [95% CI]", "fold AUROC mean (sd)"]
     headers += ["sens @ 90% spec", "spec @ 90% sens", "5-fold time"]
     print_table(headers, [row(name, summaries[name], seconds[name], difference(name)) for name in order])
-    for name in (OURS, LOW_ADC, NO_MAP, SINGLE):
+    for name in (name for name in (OURS, LOW_ADC, NO_MAP, SINGLE) if name in methods):
         chosen = ", ".join(str(r["epochs"]) for r in records[name])
         print(f"epochs chosen by the inner CV per outer fold, {name}: {chosen}")
     ours, adc = summaries[OURS], summaries[ADC]
 
     if args.save_model:
         save_shipped_model(args.save_model, blob, config, settings, ours, adc, records[OURS])
+
+    def value(name: str) -> str:
+        return f"{summaries[name].auroc:.4f}" if name in summaries else "nan"
+
     print(
-        f"cv_auroc={ours.auroc:.4f} adc_baseline_auroc={adc.auroc:.4f} "
-        f"single_network_auroc={summaries[SINGLE].auroc:.4f} low_adc_map_auroc={summaries[LOW_ADC].auroc:.4f} "
-        f"no_map_auroc={summaries[NO_MAP].auroc:.4f}"
+        f"cv_auroc={value(OURS)} adc_baseline_auroc={value(ADC)} single_network_auroc={value(SINGLE)} "
+        f"low_adc_map_auroc={value(LOW_ADC)} no_map_auroc={value(NO_MAP)}"
     )
     return 0
 

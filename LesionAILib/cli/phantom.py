@@ -19,7 +19,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     phantom.add_argument("--out", required=True, help="output folder (PI-CAI layout)")
     phantom.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
-    phantom.add_argument("--site", default="A", help="acquisition profile: A, B, C or D (default A)")
+    phantom.add_argument(
+        "--site",
+        default="A",
+        help="acquisition profile: A, B, C, D, or E, the held-out test site outside the range of A-D (default A)",
+    )
     phantom.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 

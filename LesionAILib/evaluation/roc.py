@@ -74,23 +74,17 @@ def patient_bootstrap_interval(
 
 
 def paired_difference_interval(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    reference_scores: np.ndarray,
-    patients: Sequence[str],
-    resamples: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
+    labels: np.ndarray, scores: np.ndarray, reference_scores: np.ndarray, patients: Sequence[str], resamples: int = 2000
 ) -> tuple[float, float]:
-    """Percentile interval of AUROC(``scores``) − AUROC(``reference_scores``) over the same patient
-    resamples for both (a paired comparison of two methods scored on the same findings)."""
+    """95 % percentile interval of AUROC(``scores``) − AUROC(``reference_scores``) over the same patient
+    resamples for both (a paired comparison of two methods scored on the same findings; seed 0)."""
     labels = np.asarray(labels).astype(bool)
     scores, reference = np.asarray(scores, np.float64), np.asarray(reference_scores, np.float64)
     values = [
         auroc(labels[drawn], scores[drawn]) - auroc(labels[drawn], reference[drawn])
-        for drawn in _patient_resamples(labels, patients, resamples, seed)
+        for drawn in _patient_resamples(labels, patients, resamples, 0)
     ]
-    return _percentile_interval(values, level)
+    return _percentile_interval(values, 0.95)
 
 
 def _patient_resamples(labels: np.ndarray, patients: Sequence[str], resamples: int, seed: int) -> Iterator[np.ndarray]:

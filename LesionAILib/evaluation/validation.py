@@ -3,16 +3,16 @@
 * :func:`prepared_detections` — fast: the cached, preprocessed cases of :mod:`LesionAILib.training.cohorts`
   are analysed on the model grid and compared with their csPCa masks there (training validation,
   active-learning loops).
-* :func:`cohort_detections` — the deployed path: every case is opened from disk and analysed by
-  :meth:`Analyzer.analyze`; detection maps in the original T2 geometry are compared with the
-  cohort's csPCa masks (which live on the T2 grid).
+* the deployed path (``benchmarks/accuracy.py``): every case is opened from disk and analysed by
+  :meth:`Analyzer.analyze`; its detection map in the original T2 geometry is compared with
+  :func:`significant_lesion_mask`, the cohort's csPCa lesions on the T2 grid.
 
-Both return inputs for :func:`LesionAILib.evaluation.metrics.evaluate_arrays` (picai-eval).
+Both give inputs for :func:`LesionAILib.evaluation.metrics.evaluate_arrays` (picai-eval).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -70,22 +70,6 @@ def significant_lesion_mask(record: CaseRecord, case: Case) -> np.ndarray:
     if case.lesion_mask is None:
         return np.zeros(sitk.GetArrayViewFromImage(case.t2w).shape, np.uint8)
     return np.isin(sitk.GetArrayFromImage(case.lesion_mask), significant).astype(np.uint8)
-
-
-def cohort_detections(
-    analyzer: Analyzer, records: Sequence[CaseRecord], progress: Callable[[int, int], None] | None = None
-) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """(detection maps, csPCa masks, case ids) in each case's T2 geometry (full analysis path)."""
-    detections, labels, ids = [], [], []
-    for index, record in enumerate(records):
-        case = record.open()
-        result = analyzer.analyze(case)
-        detections.append(sitk.GetArrayFromImage(result.detection_map))
-        labels.append(significant_lesion_mask(record, case))
-        ids.append(record.case_id)
-        if progress:
-            progress(index + 1, len(records))
-    return detections, labels, ids
 
 
 def score(detections, labels, ids, bootstrap: int = 0, sites: dict[str, str] | None = None) -> EvaluationResult:

@@ -1,4 +1,4 @@
-"""Random acquisition profiles beyond the four fixed sites, for robustness runs.
+"""Random acquisition profiles beyond the fixed sites, for robustness runs.
 
 Each profile draws every acquisition parameter a scanner protocol can change (matrix, in-plane
 resolution, slice thickness and count, TE, gains, SNR, DWI plane tilt, b-values, computed or
@@ -14,7 +14,7 @@ import numpy as np
 
 from LesionAILib.phantom.profiles import SiteProfile
 
-# Where a profile's random generator key starts: far above the fixed sites' keys (1-4).
+# Where a profile's random generator key starts: far above the fixed sites' keys (1-5).
 FIRST_PROFILE_KEY = 1000
 # Craniocaudal coverage (mm) the fixed sites ask of their T2 stacks; a random protocol covers
 # 80-115 % of it, so some stacks end inside the gland.

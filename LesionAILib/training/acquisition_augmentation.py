@@ -53,9 +53,9 @@ class AcquisitionAugmentConfig(DictSerialisable):
 
     Attributes:
         probability: share of samples that get a simulated acquisition (the others pass unchanged).
-        t2_inplane_factor, dwi_inplane_factor: largest in-plane down-sampling factor (1: none).
+        inplane_factors: largest in-plane down-sampling factor of the (T2, diffusion) acquisition (1: none).
         slice_factor: largest through-plane factor, drawn separately for the T2 and the diffusion.
-        noise_sd: largest added noise SD on T2 and high-b (z units); ``adc_noise_sd`` on the ADC (10⁻³ mm²/s).
+        noise_sd: largest added noise SD per role (T2 and high-b in z units, ADC in 10⁻³ mm²/s).
         bias_strength: largest coil-field strength (log-amplitude scale of the phantom's profiles).
         adc_scale_range: the ADC is multiplied by a factor in [1 − r, 1 + r].
         b_value_shift: the high-b is recomputed at b + Δb, Δb in [−this, +this] s/mm².
@@ -65,11 +65,9 @@ class AcquisitionAugmentConfig(DictSerialisable):
 
     enabled: bool = False
     probability: float = 0.8
-    t2_inplane_factor: float = 1.3
-    dwi_inplane_factor: float = 1.6
+    inplane_factors: tuple[float, float] = (1.3, 1.6)
     slice_factor: float = 1.7
-    noise_sd: float = 0.3
-    adc_noise_sd: float = 0.15
+    noise_sd: tuple[float, float, float] = (0.3, 0.15, 0.3)  # t2w, adc, hbv
     bias_strength: float = 0.8
     adc_scale_range: float = 0.15
     b_value_shift: float = 600.0
@@ -109,10 +107,10 @@ def sample_acquisition(config: AcquisitionAugmentConfig, rng: np.random.Generato
         through, across = rng.uniform(1.0, config.slice_factor), rng.uniform(1.0, inplane)
         return (float(through), float(across), float(across))
 
-    t2_factors, dwi_factors = factors(config.t2_inplane_factor), factors(config.dwi_inplane_factor)
+    t2_factors, dwi_factors = (factors(inplane) for inplane in config.inplane_factors)
     t2_bias = _bias_coefficients(rng, rng.uniform(0.0, config.bias_strength))
     dwi_bias = _bias_coefficients(rng, rng.uniform(0.0, config.bias_strength))
-    noise = rng.uniform(0.0, 1.0, 3) * np.array([config.noise_sd, config.adc_noise_sd, config.noise_sd])
+    noise = rng.uniform(0.0, 1.0, 3) * np.asarray(config.noise_sd)
     return Acquisition(
         t2_factors=t2_factors,
         dwi_factors=dwi_factors,
@@ -194,7 +192,7 @@ def move_rigidly(
     # (mm from the centre) appears at R u + t
     matrix = rotation.T * half[None, :] / half[:, None]
     offset = -(rotation.T @ np.array([0.0, 0.0, shift_z_mm])) / half
-    theta = torch.tensor(np.concatenate([matrix, offset[:, None]], 1)[None], dtype=torch.float32)
+    theta = torch.tensor(np.concatenate([matrix, offset[:, None]], 1)[None], dtype=torch.float32, device=volume.device)
     grid = F.affine_grid(theta, [1, volume.shape[0], z, y, x], align_corners=False)
     return F.grid_sample(volume[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
 
