@@ -91,6 +91,10 @@ class LesionAIParameterNode:
     finetuneEpochs: Annotated[int, WithinRange(1, 200)] = 8
     classifierEpochs: Annotated[int, WithinRange(0, 200)] = 4
     lastFinetunedVersion: str = ""
+    synthesisModel: str = ""
+    analyzeWithAbnormality: bool = False
+    abnormalityVisible: bool = True
+    abnormalityOpacity: Annotated[float, WithinRange(0.0, 1.0), Decimals(2), SingleStep(0.05)] = 0.5
 
 
 class SlicerHost:
@@ -118,6 +122,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._shortcuts = []
         self._shownLesionIds = None
         self._shownModels = None
+        self._shownViewPng = ""
         self._observed = {}  # "points"/"annotation" -> node observed for changes
 
     def resourcePath(self, filename: str) -> str:
@@ -159,6 +164,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.candidateTable.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
         self.ui.studyPathLineEdit.settingKey = "LesionAI/StudyFolder"
         self.ui.datasetPathLineEdit.settingKey = "LesionAI/DatasetFolder"
+        self.ui.synthesisModelPathLineEdit.settingKey = "LesionAI/SynthesisModel"
         for keys in SHORTCUTS:
             shortcut = qt.QShortcut(qt.QKeySequence(keys), slicer.util.mainWindow())
             shortcut.setEnabled(False)
@@ -200,6 +206,8 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.rollbackButton.connect("clicked(bool)", self.onRollback)
         ui.studyPathLineEdit.connect("currentPathChanged(QString)", self.onStudyFolderChosen)
         ui.datasetPathLineEdit.connect("currentPathChanged(QString)", self.onDatasetFolderChosen)
+        ui.synthesisModelPathLineEdit.connect("currentPathChanged(QString)", self.onSynthesisModelChosen)
+        ui.synthesisViewButton.connect("clicked(bool)", self.onViewSynthesisBox)
 
     def cleanup(self) -> None:
         """Module unload and Reload: stop every job's process tree, unbind, and let Reload import the logic afresh."""
@@ -286,6 +294,13 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.controller.state.datasetFolder = path
         self.ui.datasetPathLineEdit.addCurrentPathToHistory()
 
+    def onSynthesisModelChosen(self, path) -> None:
+        self._do(self.controller.abnormality.chooseModel, path)
+        self.ui.synthesisModelPathLineEdit.addCurrentPathToHistory()
+
+    def onViewSynthesisBox(self) -> None:
+        self._do(self.controller.abnormality.viewAtCursor)
+
     def onLoadStudy(self) -> None:
         self._do(self.controller.reading.loadStudy)
 
@@ -358,6 +373,7 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._renderAnnotation(view.annotation)
         self._renderModels(view.models)
         self._renderGland(view.gland)
+        self._renderAbnormality(view.abnormality)
 
     def _renderReading(self, view) -> None:
         ui, state = self.ui, self.controller.state
@@ -444,6 +460,25 @@ class LesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.psaSpinBox.blockSignals(True)
         ui.psaSpinBox.value = view.psa
         ui.psaSpinBox.blockSignals(False)
+
+    def _renderAbnormality(self, view) -> None:
+        ui = self.ui
+        if ui.synthesisModelPathLineEdit.currentPath != view.modelPath:  # a reopened scene's model
+            ui.synthesisModelPathLineEdit.blockSignals(True)
+            ui.synthesisModelPathLineEdit.currentPath = view.modelPath
+            ui.synthesisModelPathLineEdit.blockSignals(False)
+        ui.analyzeWithAbnormalityCheckBox.enabled = view.modelAvailable
+        ui.abnormalityVisibleCheckBox.enabled = view.mapLoaded
+        ui.abnormalityOpacitySlider.enabled = view.mapLoaded
+        ui.abnormalityStatusLabel.text = view.status
+        ui.synthesisViewButton.enabled = view.viewEnabled and not view.viewRunning
+        ui.synthesisViewStatusLabel.text = view.viewStatus
+        if view.viewPng != self._shownViewPng:  # load the four panels once per new PNG
+            self._shownViewPng = view.viewPng
+            pixmap = qt.QPixmap(view.viewPng) if view.viewPng else qt.QPixmap()
+            if not pixmap.isNull() and pixmap.width() > 480:
+                pixmap = pixmap.scaledToWidth(480, qt.Qt.SmoothTransformation)
+            ui.synthesisViewImageLabel.setPixmap(pixmap)
 
     def _follow(self, what: str, node, callback, events) -> None:
         """Observe ``events`` of ``node`` (instead of the node observed before for ``what``)."""

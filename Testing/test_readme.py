@@ -69,6 +69,25 @@ COVERED_ELSEWHERE = {
     "lesionai order --by uncertainty site-dataset --json": "Testing/test_deployment.py",
     "lesionai finetune --dataset site-dataset": "Testing/test_deployment.py (fine-tuning with a 1-epoch budget)",
     "lesionai models rollback": "Testing/test_deployment.py (model store rollback)",
+    "lesionai train-synthesis --train cohorts/A --out synthesis.safetensors --run-dir runs/synthesis": (
+        "Testing/test_synthesis.py (train-synthesis on phantoms, a few steps)"
+    ),
+    "lesionai analyze STUDY --out DIR --abnormality --abnormality-model synthesis.safetensors": (
+        "Testing/test_synthesis.py (analyze --abnormality on the exact T2 grid)"
+    ),
+    "lesionai synthesis-view STUDY --model Resources/Models/lesionai-synthesis-prostatex-2d.safetensors "
+    "--at-lps 25.7457 31.8707 -38.511 --out view.png": (
+        "Testing/test_synthesis_view.py (the 2D model at the ProstateX-0000 finding; phantoms with a tiny 3D model)"
+    ),
+    "lesionai analyze STUDY --out DIR --abnormality --abnormality-model synthesis.safetensors "
+    "--abnormality-panels --no-figures": "Testing/test_synthesis_view.py (analyze --abnormality-panels)",
+    "lesionai train-synthesis-prostatex --findings ../shared/data/prostatex-findings --out my-map.safetensors": (
+        "Testing/test_synthesis_prostatex_map.py (train command, 3 steps)"
+    ),
+    "lesionai analyze STUDY --out DIR --gland --abnormality --abnormality-model "
+    "Resources/Models/lesionai-synthesis-prostatex-2d.safetensors": (
+        "Testing/test_synthesis_prostatex_map.py (analyze --abnormality with the bundled 2D model)"
+    ),
 }
 
 

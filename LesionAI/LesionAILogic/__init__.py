@@ -20,6 +20,8 @@ module                 concern
 ``compatibility``      which Slicer runs LesionAI (checked first, in Python 3.9 syntax)
 ``offscreen``          headless slice-view screenshots (slicer-core + trame-slicer)
 ``gland``              the prostate gland segment of a T2 (a ``lesionai gland`` job), volume and PSA density
+``abnormality``        the abnormality map of a result folder as a volume node on its T2 (own colour map)
+``abnormality_layer``  the abnormality map as a slice-view layer, its value at a point, the box viewer job
 ``dicom_export``       a result folder as DICOM SEG, Parametric Map and SR (Export to DICOM)
 =====================  ================================================================
 

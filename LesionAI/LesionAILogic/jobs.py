@@ -75,17 +75,28 @@ class SceneJobs:
         return lesionai_job(command, arguments, folder, python, _job_environment(), epochs, context).start()
 
     def startAnalysis(
-        self, t2, adc, hbv, model: str | Path | None = None, device: str = "auto", python: str | None = None
+        self,
+        t2,
+        adc,
+        hbv,
+        model: str | Path | None = None,
+        device: str = "auto",
+        python: str | None = None,
+        abnormalityModel: str | Path | None = None,
     ) -> JobRunner:
         """``lesionai analyze`` of the three volumes in a separate process (returns at once).
 
         The inputs are checked and written to the job's folder first (errors raise here). Poll the
         returned job; when it has finished, call :meth:`loadAnalysisResult` with
-        ``job.work_folder / "result"`` on the main thread.
+        ``job.work_folder / "result"`` on the main thread. With ``abnormalityModel`` (a synthesis model
+        file) the job also writes the abnormality map and its candidates' four-panel PNGs
+        (``--abnormality --abnormality-panels``; :meth:`loadAbnormalityMap` loads the map).
         """
         case = self._inputs.caseFromNodes(t2, adc, hbv)
         arguments = ["--out", ANALYSIS_FOLDER, "--case-id", case.case_id, "--no-figures"]
         arguments += ["--model", str(self._models.modelPath(model)), "--device", device]
+        if abnormalityModel is not None:
+            arguments += ["--abnormality", "--abnormality-model", str(abnormalityModel), "--abnormality-panels"]
         return self.start("analyze", arguments, python, case=case)
 
     def startNextCaseSearch(

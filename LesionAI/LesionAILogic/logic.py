@@ -20,6 +20,9 @@ attribute       part                 methods
 ``dataset``     :mod:`.dataset`      createAnnotation, addLesion, setLesionGrade, lesionGrades,
                                      saveAnnotatedCase, datasetSummary, nextCaseToAnnotate
 ``jobs``        :mod:`.jobs`         startAnalysis, startNextCaseSearch, startFinetuning, removeJobFolder
+``abnormality`` :mod:`.abnormality_  loadAbnormalityMap, hasAbnormalityMap, abnormalityNode, removeAbnormalityMap,
+                layer`               showAbnormality, abnormalityAt, cursorPosition, startSynthesisView,
+                                     synthesisViewPng
 ==============  ===================  ==================================================================
 
 Coordinates: the engine (:mod:`LesionAILib`) works in LPS mm; the scene in RAS mm. Geometry crosses
@@ -36,6 +39,9 @@ In Slicer::
     analysis.caseScore, analysis.modelName, logic.candidateRows(volumes["t2w"])
     logic.loadAnalysisResult("out/ProstateX-0000", volumes["t2w"])   # any `lesionai analyze` folder
     result = logic.classifyPoint(volumes, (-25.7457, -31.8707, -38.511))    # RAS mm
+    logic.loadAbnormalityMap("out/ProstateX-0000", volumes["t2w"])  # `lesionai analyze --abnormality` folder
+    logic.showAbnormality(volumes["t2w"], visible=True, opacity=0.5)   # beside the heatmap, own colours
+    logic.abnormalityAt(volumes["t2w"], (-25.7457, -31.8707, -38.511))   # robust z at a RAS point (mm)
 
 Heavy work (torch) runs in this process only in :meth:`analyze`, :meth:`classifyPoint` and
 :meth:`nextCaseToAnnotate` (for scripts and tests); the panel uses the ``start…`` methods, which
@@ -53,6 +59,7 @@ import slicer
 
 from LesionAILib.errors import LesionAIError
 
+from .abnormality_layer import SceneAbnormality
 from .dataset import SceneDataset
 from .inputs import SceneInputs
 from .jobs import SceneJobs
@@ -97,6 +104,7 @@ class LesionAILogic:
         self.jobs = SceneJobs(self.inputs, self.models, workFolder)
         self.points = ScenePoints(self.inputs, self.results, self.jobs)
         self.dataset = SceneDataset(scene, self.inputs, self.models)
+        self.abnormality = SceneAbnormality(scene, self.inputs, self.jobs)
 
     def getParameterNode(self):
         """The module's singleton ``vtkMRMLScriptedModuleNode`` (saved with the scene; the panel's state)."""
@@ -164,3 +172,14 @@ class LesionAILogic:
     startNextCaseSearch = _forward("jobs", SceneJobs.startNextCaseSearch)
     startFinetuning = _forward("jobs", SceneJobs.startFinetuning)
     removeJobFolder = _forward("jobs", SceneJobs.removeJobFolder)
+
+    # the abnormality map (synthesis): layer, value at a point, the box viewer job
+    loadAbnormalityMap = _forward("abnormality", SceneAbnormality.loadAbnormalityMap)
+    hasAbnormalityMap = _forward("abnormality", SceneAbnormality.hasAbnormalityMap)
+    abnormalityNode = _forward("abnormality", SceneAbnormality.abnormalityNode)
+    removeAbnormalityMap = _forward("abnormality", SceneAbnormality.removeAbnormalityMap)
+    showAbnormality = _forward("abnormality", SceneAbnormality.showAbnormality)
+    abnormalityAt = _forward("abnormality", SceneAbnormality.abnormalityAt)
+    cursorPosition = _forward("abnormality", SceneAbnormality.cursorPosition)
+    startSynthesisView = _forward("abnormality", SceneAbnormality.startSynthesisView)
+    synthesisViewPng = _forward("abnormality", SceneAbnormality.synthesisViewPng)

@@ -29,12 +29,28 @@ from LesionAILib.cli import (
     serve,
     studies,
     synthesis,
+    synthesis_prostatex,
+    synthesis_view,
     train,
 )
 from LesionAILib.errors import LesionAIError, StudyWarning
 from LesionAILib.jobs.events import ERROR_PREFIX, EXIT_INTERRUPTED, EXIT_USER_ERROR, Cancelled
 
-COMMAND_GROUPS = (studies, phantom, analyze, gland, dicom, classify, train, synthesis, evaluate, adaptation, serve)
+COMMAND_GROUPS = (
+    studies,
+    phantom,
+    analyze,
+    gland,
+    dicom,
+    classify,
+    train,
+    synthesis,
+    synthesis_prostatex,
+    synthesis_view,
+    evaluate,
+    adaptation,
+    serve,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,7 +47,19 @@ def add_abnormality_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write abnormality.nii.gz (label-free map: real vs synthesised content) and its candidates",
     )
-    group.add_argument("--abnormality-model", metavar="FILE", help="synthesis model file (from train-synthesis)")
+    group.add_argument(
+        "--abnormality-model",
+        metavar="FILE",
+        help="synthesis model file: a 3D one (from train-synthesis) or a 2D patch one (from "
+        "train-synthesis-prostatex, slid over the gland slice by slice); default: the bundled 2D model trained "
+        "on real ProstateX patients (Resources/Models/lesionai-synthesis-prostatex-2d.safetensors)",
+    )
+    group.add_argument(
+        "--abnormality-panels",
+        action="store_true",
+        help="write abnormality_candidate_<id>.png (incomplete / synthesised / real / difference at each "
+        "abnormality candidate) even with --no-figures",
+    )
 
 
 def abnormality_writer(args):
@@ -55,21 +67,23 @@ def abnormality_writer(args):
 
     ``None`` without ``--abnormality``.
     """
+    panels = getattr(args, "abnormality_panels", False)
     if not getattr(args, "abnormality", False):
+        if panels:
+            raise LesionAIError(
+                "--abnormality-panels needs --abnormality", hint="add --abnormality --abnormality-model FILE"
+            )
         return None
-    if not args.abnormality_model:
-        raise LesionAIError(
-            "--abnormality needs --abnormality-model FILE", hint="train one with `lesionai train-synthesis`"
-        )
-    from LesionAILib.synthesis.analysis import AbnormalityAnalyzer
     from LesionAILib.synthesis.outputs import write_abnormality
+    from LesionAILib.synthesis.prostatex_model import BUNDLED_PATH
+    from LesionAILib.synthesis.slice_analysis import abnormality_analyzer
 
-    analyzer = AbnormalityAnalyzer(args.abnormality_model, device=args.device)
+    analyzer = abnormality_analyzer(args.abnormality_model or BUNDLED_PATH, device=args.device)
 
     def write(case, result, out: Path, figures: bool, quiet: bool) -> None:
         gland = result.gland.mask if result.gland is not None and not result.gland.empty else None
         abnormality = analyzer.analyze(case, gland)
-        write_abnormality(abnormality, out, analyzer.metadata.sha256, figures=figures)
+        write_abnormality(abnormality, out, analyzer.metadata.sha256, figures=figures or panels)
         if quiet:
             return
         print(

@@ -42,7 +42,8 @@ ANALYZED = "analyzed"  # `lesionai analyze`: folder, case_score, candidates (cou
 ORDERED = "ordered"  # `lesionai order`: by, order [{case, score, ...}], first (case id or None)
 CLASSIFIED = "classified"  # `lesionai classify`: case_id, points [{probability, model, point_lps_mm, ...}]
 SEGMENTED = "segmented"  # `lesionai gland`: folder, volume_ml, psa_density_ng_ml2, warnings
-RESULT_EVENTS = (DONE, FINETUNED, ANALYZED, ORDERED, CLASSIFIED, SEGMENTED)
+SYNTHESIS_VIEWED = "synthesis_viewed"  # `lesionai synthesis-view`: png, point_lps_mm, difference, model, ...
+RESULT_EVENTS = (DONE, FINETUNED, ANALYZED, ORDERED, CLASSIFIED, SEGMENTED, SYNTHESIS_VIEWED)
 
 # ----------------------------------------------------------------------------- how a job process ends
 EXIT_OK = 0

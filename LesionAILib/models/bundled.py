@@ -8,6 +8,8 @@ from LesionAILib.errors import ModelFileError
 
 RESOURCES = Path(__file__).resolve().parents[2] / "Resources"
 DEMO_MODEL = RESOURCES / "Models" / "lesionai-demo-phantom.safetensors"
+# the abnormality map's 2D inpainting, trained on real ProstateX patches (synthesis.prostatex_model)
+SYNTHESIS_PROSTATEX_MODEL = RESOURCES / "Models" / "lesionai-synthesis-prostatex-2d.safetensors"
 
 
 def bundled_model_path() -> Path:

@@ -47,6 +47,7 @@ class AbnormalityResult:
         views: per candidate, the hidden box at its centre: incomplete / synthesised / real crops.
         region_source: what the region was (the gland mask, or the FOV-centre fallback).
         volume: the case on the synthesis grid (for figures).
+        map_description: what ``abnormality`` holds (written into ``abnormality.json``).
     """
 
     case_id: str
@@ -61,6 +62,7 @@ class AbnormalityResult:
     boxes: int
     timings: dict[str, float] = field(default_factory=dict)
     volume: SynthesisVolume | None = field(default=None, repr=False)
+    map_description: str = "combined robust z-score of |real − synthesised| against normal tissue; 0 outside the region"
 
 
 class AbnormalityAnalyzer:

@@ -52,7 +52,7 @@ def write_abnormality(result, out_dir: str | Path, model_sha256: str, figures: b
             )
     summary = {
         "model": {"name": result.model_name, "notice": result.model_notice, "sha256": model_sha256},
-        "map": "combined robust z-score of |real − synthesised| against normal tissue; 0 outside the region",
+        "map": result.map_description,
         "region": result.region_source,
         "boxes": result.boxes,
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},

@@ -10,6 +10,7 @@ module             concern
 ``annotating``     annotation with prefill, grades, save to the deployment dataset, next case
 ``modelling``      model versions, dependencies, fine-tune/cancel, activate, rollback
 ``glanding``       the prostate gland (TAPS, a job): segment/cancel, volume, PSA and PSA density
+``abnormality``    the abnormality map (synthesis) layer beside the heatmap, and the box viewer (a job)
 ``views``          the records a front end draws (:class:`PanelView` and its sections)
 =================  ===================================================================================
 

@@ -19,6 +19,7 @@ from typing import Protocol
 from LesionAILib.errors import LesionAIError
 
 from .. import dependencies
+from .abnormality import AbnormalitySection
 from .annotating import AnnotationSection
 from .glanding import GlandSection
 from .modelling import ModelSection
@@ -119,10 +120,12 @@ class PanelController:
         self.annotation = AnnotationSection(self)
         self.models = ModelSection(self)
         self.gland = GlandSection(self)
+        self.abnormality = AbnormalitySection(self)
         self._finishers = {
             "gland": self.gland.glandFinished,
             "analysis": self.reading.analysisFinished,
             "points": self.reading.pointsFinished,
+            "synthesis-view": self.abnormality.viewFinished,
             "next-case": self.annotation.nextCaseFinished,
             "finetune": self.models.finetuneFinished,
         }
@@ -148,8 +151,8 @@ class PanelController:
         self.jobs[kind] = (job, context)
 
     def job(self, kind: str):
-        """The running job of ``kind`` (``"analysis"``, ``"points"``, ``"gland"``, ``"next-case"``, ``"finetune"``)
-        or None."""
+        """The running job of ``kind`` (``"analysis"``, ``"points"``, ``"synthesis-view"``, ``"gland"``,
+        ``"next-case"``, ``"finetune"``) or None."""
         entry = self.jobs.get(kind)
         return entry[0] if entry else None
 
@@ -172,7 +175,9 @@ class PanelController:
         return self.busy
 
     def view(self) -> PanelView:
-        return PanelView(self.reading.view(), self.annotation.view(), self.models.view(), self.gland.view())
+        return PanelView(
+            self.reading.view(), self.annotation.view(), self.models.view(), self.gland.view(), self.abnormality.view()
+        )
 
     def shortcut(self, keys: str) -> None:
         """Run the action of a keyboard shortcut (:data:`SHORTCUTS`)."""

@@ -109,6 +109,7 @@ class ReadingSection:
             state.adcVolume,
             state.hbvVolume,
             device=state.device,
+            abnormalityModel=self.panel.abnormality.analysisModel(),
         )
         if job is not None:
             self.panel.startJob("analysis", job, state.t2Volume)
@@ -139,6 +140,7 @@ class ReadingSection:
                 folder = self.keptResult = _keep_folder(folder, kept)
             previous = self._logic.resultFolder(t2)
             analysis = self._logic.loadAnalysisResult(folder, t2, show=False)
+            self.panel.abnormality.resultLoaded(folder, t2)
             rows = self.rows()
             self._state.selectedCandidate = int(rows[0]["id"]) if rows else 0
             self.showReading()
@@ -198,6 +200,7 @@ class ReadingSection:
         self._appliedOpacity = self.opacityShown()
         self._logic.showReading(volumes, self._appliedOpacity, align=align)
         self._logic.setHeatmapThreshold(state.t2Volume, state.heatmapThreshold)
+        self.panel.abnormality.applyDisplay()
 
     def opacityShown(self) -> float:
         return self._state.heatmapOpacity if self._state.heatmapVisible else 0.0
@@ -210,6 +213,7 @@ class ReadingSection:
             self._logic.setHeatmapOpacity(self._appliedOpacity)
         if state.t2Volume:
             self._logic.setHeatmapThreshold(state.t2Volume, state.heatmapThreshold)
+        self.panel.abnormality.applyDisplay()
 
     def toggleHeatmap(self) -> None:
         self._state.heatmapVisible = not self._state.heatmapVisible

@@ -46,6 +46,10 @@ PANEL_FIELDS = (
     PanelField("finetuneEpochs", int, 8, 1, 200),
     PanelField("classifierEpochs", int, 4, 0, 200),
     PanelField("lastFinetunedVersion", str, ""),
+    PanelField("synthesisModel", str, ""),
+    PanelField("analyzeWithAbnormality", bool, False),
+    PanelField("abnormalityVisible", bool, True),
+    PanelField("abnormalityOpacity", float, 0.5, 0.0, 1.0),
 )
 _BY_NAME = {field.name: field for field in PANEL_FIELDS}
 

@@ -108,6 +108,23 @@ class GlandView:
 
 
 @dataclass
+class AbnormalityView:
+    """The abnormality map (synthesis) layer and the viewer of one hidden box at the cursor."""
+
+    modelPath: str = ""  # the synthesis model file: the chosen one, else the bundled one ("" when neither)
+    modelAvailable: bool = False  # that file exists: "Analyze with abnormality map" can be used
+    analyzeWithAbnormality: bool = False
+    mapLoaded: bool = False  # the shown T2 has an abnormality map
+    visible: bool = True
+    opacity: float = 0.5
+    status: str = ""
+    viewEnabled: bool = False
+    viewRunning: bool = False
+    viewPng: str = ""  # the four-panel PNG of the last box viewed ("" when none)
+    viewStatus: str = ""
+
+
+@dataclass
 class PanelView:
     """The whole panel."""
 
@@ -115,3 +132,4 @@ class PanelView:
     annotation: AnnotationView
     models: ModelView
     gland: GlandView = field(default_factory=GlandView)
+    abnormality: AbnormalityView = field(default_factory=AbnormalityView)
