@@ -3,7 +3,9 @@
 **Phantoms.** The 3D inpainting network trains on site-A phantoms (labelled lesions left out of the
 loss; no label is used otherwise) and calibrates its normal-tissue statistics on held-out site-A
 cases. Validation site B chooses the fusion weight; sites C (inside the training sites' range) and
-E (outside it, issue 14) are held out and reported in their own tables. For each B/C/E case, on the
+E (outside it, issue 14) are held out and reported in their own tables, E also with the
+normal-tissue statistics refitted on lesion-free site-E cases (what a site does with its own
+negative studies: no lesion label; the network is not retrained). For each B/C/E case, on the
 synthesis grid (3 × 1 × 1 mm around the gland, whose mask is the phantom's own):
 
 * **abnormality**: candidates (PI-CAI dynamic extraction) of the [0, 1]-scaled abnormality map;
@@ -34,6 +36,7 @@ prostatex_classifier_cv_auroc=…``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -198,44 +201,86 @@ def cell(value, interval) -> str:
     return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
+def site_table(title: str, test: list[dict], weight: float, bootstrap: int) -> tuple[float, float]:
+    """Print one held-out site's table; returns (abnormality alone, fused) AUROC."""
+    rows, results = [], {}
+    for name, method in phantom_methods(weight).items():
+        result = evaluate(test, method, bootstrap)
+        results[name] = result
+        froc = result.froc_sensitivity.get(1.0)
+        rows.append(
+            [
+                name,
+                cell(result.auroc, result.ci95.get("auroc")),
+                cell(result.ap, result.ci95.get("ap")),
+                cell(result.score, result.ci95.get("score")),
+                "n/a" if froc is None else f"{froc:.3f}",
+            ]
+        )
+    positives = sum(int(r["label"].any()) for r in test)
+    print(f"{title} ({len(test)} cases, {positives} with csPCa)")
+    print_table(["method", "AUROC [95% CI]", "AP [95% CI]", "ranking score", "FROC sens @ 1 FP"], rows)
+    seconds = [float(r["seconds"]) for r in test]
+    print(
+        f"abnormality map per case (synthesis grid, CPU): median {np.median(seconds):.1f} s, "
+        f"max {np.max(seconds):.1f} s over {len(seconds)} cases"
+    )
+    names = list(results)
+    return results[names[0]].auroc, results[names[3]].auroc
+
+
+def recalibrated_on_site(model, site: str, count: int):
+    """The same network with its normal-tissue statistics refitted on ``count`` lesion-free cases of ``site``.
+
+    What a site does with its own negative studies: no lesion label, only the case-level fact that a
+    study is negative. The cases (indices from 100, seed 2) are not among the test cases (0 … n-1).
+    """
+    from LesionAILib.synthesis.model_file import load_synthesis_model, save_synthesis_model
+    from LesionAILib.synthesis.training import calibrate
+
+    net, metadata = model
+    path = CACHE / f"phantom-synthesis-{metadata.sha256[:12]}-calibrated-{site}{count}.safetensors"
+    if path.exists():
+        return load_synthesis_model(path)
+    negatives, index = [], 100
+    while len(negatives) < count:
+        volume = phantom_volumes(site, 2, range(index, index + 1))[0]
+        if volume.lesions is not None and not volume.lesions.any():
+            negatives.append(volume)
+        index += 1
+    statistics = calibrate(net, negatives, metadata.mask_settings)
+    log(f"site {site} normal tissue from {count} negative cases (indices 100-{index - 1}): {statistics}")
+    recalibrated = dataclasses.replace(
+        metadata,
+        name=f"{metadata.name}, normal tissue of site {site}",
+        normal_tissue=statistics,
+        training={**metadata.training, "recalibrated_on": f"{count} lesion-free site-{site} cases"},
+        sha256="",
+    )
+    save_synthesis_model(net, recalibrated, path)
+    return load_synthesis_model(path)
+
+
 def run_phantoms(args) -> tuple[float, float]:
-    """Tables for held-out sites C (inside the training sites' range) and E (outside it); returns C's AUROCs."""
+    """Tables for held-out sites C (inside the training sites' range) and E (outside it), and E with the
+    normal-tissue statistics refitted on E's own negative cases; returns C's AUROCs."""
     model = synthesis_model(args.train_cases, args.steps, args.seed)
     validation = phantom_maps(model, "B", 2, range(args.val_cases))
     weight_scores = {w: evaluate(validation, phantom_methods(w)[list(phantom_methods(w))[3]], 0).score for w in WEIGHTS}
     weight = max(WEIGHTS, key=lambda w: weight_scores[w] or 0.0)
     log("fusion weight by site-B ranking score: " + ", ".join(f"{w}: {s:.3f}" for w, s in weight_scores.items()))
+    about = (
+        f"synthesis model: {args.train_cases} site-A training cases, {args.steps} steps; fusion weight {weight:g} "
+        f"chosen on site B ({len(validation)} cases)"
+    )
     headline = {}
     for site in PHANTOM_TEST_SITES:
         test = phantom_maps(model, site, 2, range(args.test_cases))
-        rows, results = [], {}
-        for name, method in phantom_methods(weight).items():
-            result = evaluate(test, method, args.bootstrap)
-            results[name] = result
-            froc = result.froc_sensitivity.get(1.0)
-            rows.append(
-                [
-                    name,
-                    cell(result.auroc, result.ci95.get("auroc")),
-                    cell(result.ap, result.ci95.get("ap")),
-                    cell(result.score, result.ci95.get("score")),
-                    "n/a" if froc is None else f"{froc:.3f}",
-                ]
-            )
-        positives = sum(int(r["label"].any()) for r in test)
-        print(
-            f"Phantoms, held-out site {site} ({len(test)} cases, {positives} with csPCa); synthesis model: "
-            f"{args.train_cases} site-A training cases, {args.steps} steps; fusion weight {weight:g} chosen on "
-            f"site B ({len(validation)} cases)"
-        )
-        print_table(["method", "AUROC [95% CI]", "AP [95% CI]", "ranking score", "FROC sens @ 1 FP"], rows)
-        seconds = [float(r["seconds"]) for r in test]
-        print(
-            f"abnormality map per case (synthesis grid, CPU): median {np.median(seconds):.1f} s, "
-            f"max {np.max(seconds):.1f} s over {len(seconds)} cases"
-        )
-        names = list(results)
-        headline[site] = (results[names[0]].auroc, results[names[3]].auroc)
+        headline[site] = site_table(f"Phantoms, held-out site {site}; {about}", test, weight, args.bootstrap)
+    recalibrated = recalibrated_on_site(model, "E", args.val_cases)
+    test = phantom_maps(recalibrated, "E", 2, range(args.test_cases))
+    title = f"Phantoms, held-out site E, normal tissue refitted on {args.val_cases} negative site-E cases; {about}"
+    site_table(title, test, weight, args.bootstrap)
     return headline["C"]
 
 
