@@ -186,6 +186,27 @@ def offscreen_gl() -> str:
     skip_or_fail("no off-screen OpenGL here (tried VTK's EGL and OSMesa windows): install Mesa's libEGL or libOSMesa")
 
 
+def save_and_reopen_mrb(scene, folder: Path):
+    """Write ``scene`` to ``folder/scene.mrb`` (default storage nodes for unsaved data) and read it into a new scene."""
+    import slicer
+
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLStorableNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLStorableNode")
+        if node.GetStorageNode() is None and node.GetSaveWithScene():
+            node.AddDefaultStorageNode()
+    assert scene.WriteToMRB(str(folder / "scene.mrb"))
+    restored = slicer.vtkMRMLScene()
+    scene.CopyRegisteredNodesToScene(restored)
+    cache = slicer.vtkCacheManager()
+    cache.SetRemoteCacheDirectory(str(folder / "cache"))
+    io = slicer.vtkDataIOManager()
+    io.SetCacheManager(cache)
+    restored.SetDataIOManager(io)
+    restored.SetCacheManager(cache)
+    assert restored.ReadFromMRB(str(folder / "scene.mrb"))
+    return restored
+
+
 def write_known_result(folder: Path, case) -> dict:
     """A result folder with a heatmap blob (σ 4 mm) and one candidate at the ProstateX-0000 finding.
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import ROOT, require_module, save_tiny_model
+from conftest import ROOT, require_module, save_and_reopen_mrb, save_tiny_model
 
 require_module("trame_slicer", "needs the slicer-core and trame-slicer wheels (pip install -e '.[mrml]')")
 sys.path.insert(0, str(ROOT / "LesionAI"))
@@ -177,20 +177,7 @@ def test_03_the_viewer_draws_the_four_panels_at_the_crosshair(session):
 def test_04_a_saved_and_reopened_scene_restores_the_layer_settings_and_the_map(session, tmp_path):
     panel, scene = session["panel"], session["scene"]
     shown = slicer.util.arrayFromVolume(session["logic"].abnormalityNode(panel.state.t2Volume)).copy()
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLStorableNode")):
-        node = scene.GetNthNodeByClass(index, "vtkMRMLStorableNode")
-        if node.GetStorageNode() is None and node.GetSaveWithScene():
-            node.AddDefaultStorageNode()
-    assert scene.WriteToMRB(str(tmp_path / "scene.mrb"))
-    restored = slicer.vtkMRMLScene()
-    scene.CopyRegisteredNodesToScene(restored)
-    cache = slicer.vtkCacheManager()
-    cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
-    io = slicer.vtkDataIOManager()
-    io.SetCacheManager(cache)
-    restored.SetDataIOManager(io)
-    restored.SetCacheManager(cache)
-    assert restored.ReadFromMRB(str(tmp_path / "scene.mrb"))
+    restored = save_and_reopen_mrb(scene, tmp_path)
     logic = LesionAILogic(restored, workFolder=tmp_path / "jobs")
     reopened = PanelController(logic, PanelState(logic.getParameterNode()), RecordingHost())
     view = reopened.abnormality.view()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, require_module, save_tiny_model, skip_or_fail, write_known_result
+from conftest import ROOT, require_module, save_and_reopen_mrb, save_tiny_model, skip_or_fail, write_known_result
 
 from LesionAILib.errors import ModelFileError
 from LesionAILib.gland.model_file import installed_model_path
@@ -331,20 +331,7 @@ class TestReopenedScene:
         panel.state.heatmapOpacity = 0.45
         panel.reading.selectCandidate(panel.view().reading.rows[-1]["id"])
         shown = panel.view()
-        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLStorableNode")):
-            node = scene.GetNthNodeByClass(index, "vtkMRMLStorableNode")
-            if node.GetStorageNode() is None and node.GetSaveWithScene():
-                node.AddDefaultStorageNode()
-        assert scene.WriteToMRB(str(tmp_path / "scene.mrb"))
-        restored = slicer.vtkMRMLScene()
-        scene.CopyRegisteredNodesToScene(restored)
-        cache = slicer.vtkCacheManager()
-        cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
-        io = slicer.vtkDataIOManager()
-        io.SetCacheManager(cache)
-        restored.SetDataIOManager(io)
-        restored.SetCacheManager(cache)
-        assert restored.ReadFromMRB(str(tmp_path / "scene.mrb"))
+        restored = save_and_reopen_mrb(scene, tmp_path)
         logic = LesionAILogic(restored, modelStore=session["root"] / "store", workFolder=session["root"] / "jobs2")
         reopened = PanelController(logic, PanelState(logic.getParameterNode()), RecordingHost()).view()
         assert [(line.role, line.volume, line.reason) for line in reopened.reading.roles] == [

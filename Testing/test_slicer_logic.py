@@ -24,6 +24,7 @@ from conftest import (
     FINDING_0000_T2_IJK,
     ROOT,
     require_module,
+    save_and_reopen_mrb,
     save_tiny_model,
     write_known_result,
 )
@@ -601,20 +602,7 @@ def test_a_saved_scene_restores_the_analysis_the_panel_shows(app, logic, volumes
     scene = app.scene
     parameters = logic.getParameterNode()
     parameters.SetNodeReferenceID("t2Volume", volumes_0000["t2w"].GetID())  # as the panel's wrapper stores it
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLStorableNode")):
-        node = scene.GetNthNodeByClass(index, "vtkMRMLStorableNode")
-        if node.GetStorageNode() is None and node.GetSaveWithScene():
-            node.AddDefaultStorageNode()
-    assert scene.WriteToMRB(str(tmp_path / "scene.mrb"))
-    restored = slicer.vtkMRMLScene()
-    scene.CopyRegisteredNodesToScene(restored)
-    cache = slicer.vtkCacheManager()
-    cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
-    io = slicer.vtkDataIOManager()
-    io.SetCacheManager(cache)
-    restored.SetDataIOManager(io)
-    restored.SetCacheManager(cache)
-    assert restored.ReadFromMRB(str(tmp_path / "scene.mrb"))
+    restored = save_and_reopen_mrb(scene, tmp_path)
     reopened = LesionAILogic(restored)
     t2 = reopened.getParameterNode().GetNodeReference("t2Volume")
     assert t2.GetName() == volumes_0000["t2w"].GetName()
