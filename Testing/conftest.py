@@ -186,6 +186,17 @@ def offscreen_gl() -> str:
     skip_or_fail("no off-screen OpenGL here (tried VTK's EGL and OSMesa windows): install Mesa's libEGL or libOSMesa")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module: small 3D convolutions on two shared cores run ~25× slower with two."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def save_and_reopen_mrb(scene, folder: Path):
     """Write ``scene`` to ``folder/scene.mrb`` (default storage nodes for unsaved data) and read it into a new scene."""
     import slicer

@@ -24,13 +24,7 @@ from LesionAILib.synthesis.volumes import phantom_volume
 HELD_OUT_SEED = 7  # site A, index 0: a grade-group-4 cancer and a BPH nodule (the demo case)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small 3D convolutions on two shared cores run ~25× slower with two threads (spinning) than with one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- masking geometry

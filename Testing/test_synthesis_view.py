@@ -13,25 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
-from conftest import FINDING_0000_LPS, ROOT
+from conftest import FINDING_0000_LPS
 
 from LesionAILib.cli.main import main
 from LesionAILib.geometry import Grid
+from LesionAILib.models.bundled import SYNTHESIS_PROSTATEX_MODEL as REAL_PATIENT_MODEL
 from LesionAILib.phantom.cases import generate_case
 from LesionAILib.phantom.cohort import write_case
 
 HELD_OUT_SEED = 7
-REAL_PATIENT_MODEL = ROOT / "Resources" / "Models" / "lesionai-synthesis-prostatex-2d.safetensors"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small 3D convolutions on two shared cores run much slower with two threads than with one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +119,6 @@ def test_analyze_writes_the_candidate_panels_with_no_figures_only_when_asked(
 @pytest.mark.realdata
 def test_the_real_patient_2d_model_hides_the_window_centre_at_the_prostatex_finding(prostatex_dir, tmp_path, capsys):
     """The bundled 2D model (ADC and high-b, native ADC slices): the box is on the finding's nearest ADC slice."""
-    if not REAL_PATIENT_MODEL.is_file():
-        pytest.skip(f"{REAL_PATIENT_MODEL.name} is not bundled in this checkout")
     study = prostatex_dir / "ProstateX-0000"
     report = _view(study, REAL_PATIENT_MODEL, FINDING_0000_LPS, tmp_path / "finding.png", capsys)
     assert set(report["difference"]) == {"adc", "hbv"} and report["box_size_voxels"][0] == 1
