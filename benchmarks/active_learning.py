@@ -209,6 +209,11 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=CROPS, help="phase-1 crops per fine-tune")
     parser.add_argument("--classifier-samples", type=int, default=CLASSIFIER_SAMPLES, help="per classifier epoch")
     parser.add_argument("--report-only", action="store_true", help="tables of the seeds already cached; trains nothing")
+    parser.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train the listed strategies' arms (not `all`), no report: two processes can share a work folder",
+    )
     parser.add_argument("--figure", default=str(ROOT / "docs" / "active_learning.png"))
     parser.add_argument("--large", action="store_true", help="bigger cohorts and networks (for a GPU)")
     parser.add_argument("--quick", action="store_true", help="6-epoch site-A model, 20 test cases (loaded CPU)")
@@ -217,7 +222,7 @@ def main() -> None:
     size = chosen_size(args)
     budgets = [int(b) for b in args.budgets.split(",")]
     strategies = [s for s in args.strategies.split(",") if s]
-    if "random" not in strategies or "uncertainty" not in strategies:
+    if not args.train_only and ("random" not in strategies or "uncertainty" not in strategies):
         sys.exit("--strategies must include random and uncertainty (the headline compares them)")
     work = Path(args.work)
     started = time.perf_counter()
@@ -242,11 +247,17 @@ def main() -> None:
                 for arm in documents:
                     documents[arm][seed] = cached[arm]
             continue
-        documents["all"][seed] = run_arm("all", seed, [len(pool)], pool, test, base_path, size, work, cache, context)
+        if not args.train_only:
+            documents["all"][seed] = run_arm(
+                "all", seed, [len(pool)], pool, test, base_path, size, work, cache, context
+            )
         for strategy in strategies:
             documents[strategy][seed] = run_arm(
                 strategy, seed, budgets, pool, test, base_path, size, work, cache, context
             )
+    if args.train_only:
+        print(f"trained {', '.join(strategies)} for {args.seeds} seeds; run without --train-only for the report")
+        return
     if not documents["all"]:
         sys.exit("no seed has finished every arm yet")
     if len(documents["all"]) < args.seeds:

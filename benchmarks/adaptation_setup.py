@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from benchmark_state import restore
 from scipy import stats
 
 from LesionAILib.atomic_io import write_json_atomic
@@ -107,6 +108,7 @@ def shared_setup(size: Size, work: Path) -> Setup:
         everything_a = cohort(work, "A", size.source_cases + size.held_out_source, 1)
         held_out_a = read_cohort(everything_a).cases[size.source_cases :]
         config = base_config(size, work, 0)
+        restore(work, size)  # the committed site-A model and finished arms, when this size has them
         if not path.exists():
             Trainer(dataclasses.replace(config, train=[str(source_folder)]), work / "runs" / "site-A").run("both", path)
         target = read_cohort(target_folder).cases
