@@ -27,6 +27,8 @@ import json
 import shutil
 from pathlib import Path
 
+from LesionAILib.atomic_io import write_atomic, write_text_atomic
+
 STATE = Path(__file__).resolve().parent / "state" / "adaptation"
 KEPT = ("site-A-model.safetensors",)
 RESULT_FOLDERS = ("active-learning", "multisite")
@@ -47,10 +49,7 @@ def restore(work: Path, size, state: Path = STATE) -> list[Path]:
         target = work / source.relative_to(state)
         if source.exists() and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_suffix(target.suffix + ".partial")
-            shutil.copyfile(source, temporary)
-            temporary.replace(target)
-            copied.append(target)
+            copied.append(write_atomic(target, lambda temporary, source=source: shutil.copyfile(source, temporary)))
     return copied
 
 
@@ -58,7 +57,7 @@ def save(work: Path, size, state: Path = STATE) -> list[Path]:
     """Copy the site-A model and every finished result file of ``work`` into ``state``."""
     saved = []
     state.mkdir(parents=True, exist_ok=True)
-    (state / "size.json").write_text(json.dumps(_size_document(size), indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(state / "size.json", json.dumps(_size_document(size), indent=1) + "\n")
     sources = [work / name for name in KEPT]
     for folder in RESULT_FOLDERS:
         sources += sorted((work / "results" / folder).glob("*.json"))
@@ -66,8 +65,7 @@ def save(work: Path, size, state: Path = STATE) -> list[Path]:
         if source.exists():
             target = state / source.relative_to(work)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-            saved.append(target)
+            saved.append(write_atomic(target, lambda temporary, source=source: shutil.copyfile(source, temporary)))
     return saved
 
 
