@@ -57,3 +57,19 @@ def test_restore_keeps_what_the_work_folder_has_and_refuses_another_size(tmp_pat
     assert restore(tmp_path / "quick", QUICK, state) == []
     assert not (tmp_path / "quick").exists()
     assert restore(tmp_path / "none", Size(), tmp_path / "no-state") == []
+
+
+def test_training_steps_count_a_killed_and_redone_epoch_once(tmp_path):
+    """Phase 1: epoch 1 done (3 batches), epoch 2 killed after 2 batches and redone in full (3)."""
+    from adaptation_setup import training_steps
+
+    def progress(phase, epoch, done, loss=True):
+        event = {"event": "progress", "phase": phase, "epoch": epoch, "done": done, "total": 3}
+        return json.dumps({**event, "loss": 0.5} if loss else event)
+
+    lines = [progress(1, 1, i) for i in (1, 2, 3)] + [progress(1, 2, i) for i in (1, 2)]
+    lines += ['{"event": "resume", "phase": "1", "epoch": 1}'] + [progress(1, 2, i) for i in (1, 2, 3)]
+    lines += [progress(2, None, 5, loss=False)]  # candidate mining: no optimisation step
+    lines += [progress(2, 1, i) for i in (1, 2)]
+    (tmp_path / "progress.jsonl").write_text("\n".join(lines) + "\n")
+    assert training_steps(tmp_path) == {"1": 6, "2": 2}

@@ -42,6 +42,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -346,6 +347,12 @@ def report(documents, strategies, budgets, pool_size, test_size, base_scores, ar
         + ", ".join(f"N={b}: {sorted({v for (_, _, n), v in steps.items() if n == b})}" for b in budgets)
         + f"; equal across strategies: {equal}"
     )
+    if not equal:
+        # Records made before training_steps counted each (phase, epoch, batch) once hold a
+        # killed attempt's steps as well; name them so the reader can tell that from a budget gap.
+        usual = Counter(steps.values()).most_common(1)[0][0]
+        odd = [f"{s}-s{seed} N={b}: {v}" for (s, seed, b), v in sorted(steps.items()) if v != usual]
+        print(f"  records off the usual {usual}: " + ", ".join(odd))
     write_figure(figure, budgets, curves, aurocs, full, base_scores, pool_size)
     ratios = {}
     for strategy in strategies:

@@ -129,14 +129,22 @@ def evaluate(model_and_metadata, test_cases) -> dict:
 
 
 def training_steps(run_dir: Path) -> dict[str, int]:
-    """Optimisation steps a run folder's trainer took per phase (its progress events, one per batch)."""
-    steps = {"1": 0, "2": 0}
+    """Optimisation steps a run folder's final model went through, per phase.
+
+    Counted from the trainer's progress events (one per batch, with its phase, epoch and batch
+    index). A run killed mid-epoch resumes from the previous epoch's checkpoint and redoes that
+    epoch, so each (phase, epoch, batch) is counted once: the killed attempt's steps were thrown
+    away with its weights. (Before 2026-12-02 every event was counted, so a resumed run's record
+    can hold a few steps too many; the active-learning report names such records.)
+    """
+    seen: dict[str, set[tuple]] = {"1": set(), "2": set()}
     log = run_dir / "progress.jsonl"
     for line in log.read_text(encoding="utf-8").splitlines() if log.exists() else []:
         event = json.loads(line)
-        if event.get("event") == "progress" and "loss" in event and str(event.get("phase")) in steps:
-            steps[str(event["phase"])] += 1
-    return steps
+        phase = str(event.get("phase"))
+        if event.get("event") == "progress" and "loss" in event and phase in seen:
+            seen[phase].add((event.get("epoch"), event.get("done")))
+    return {phase: len(batches) for phase, batches in seen.items()}
 
 
 class ResultCache:
