@@ -1,14 +1,27 @@
-"""Training learns: a small localization network goes from chance to a useful validation AUROC in seconds.
+"""Training learns: a small localization network goes from chance to a useful validation AP in about 90 s.
 
 Cohorts: 24 training and 16 validation phantom cases of site A (different seeds, so different
-patients); model grid 12 × 64 × 64 at 3 × 1.5 × 1.5 mm, a fusion localizer of widths 8/16/32, eight
-phase-1 epochs (about 80 s on 2 CPU cores). The validation AUROC (case level, picai-eval, case
-score = the detection map's maximum) is measured with the same code path for the untrained and the
-trained network. The budget was chosen by trying it (AUROC 0.81–0.89 from epoch 3 to 12, lesion-level AP
-0.46–0.53 from epoch 7 on; untrained: AUROC 0.70, AP 0). The untrained network is a second
-trainer's fresh initialisation, so measuring it leaves the trained run untouched. An untrained
-map's maximum already ranks cases somewhat (AUROC 0.70: brighter studies give higher maxima), so
-the lesion-level AP — which needs the map to point at the lesion — is the clearer contrast.
+patients); model grid 12 × 64 × 64 at 3 × 1.5 × 1.5 mm, a fusion localizer of widths 8/16/32,
+24 phase-1 epochs (about 90 s on 2 CPU cores). The validation metrics (picai-eval; lesion-level AP,
+and case-level AUROC with case score = the detection map's maximum) are measured with the same code
+path for the untrained and the trained network. The untrained network is a second trainer's fresh
+initialisation, so measuring it leaves the trained run untouched.
+
+The budget and thresholds come from a sweep over the training seed (the config's ``seed`` 0–5, which
+sets the initialisation and the crops), measured 2026-12-03 on 2 threads with
+``benchmarks/training_learns_seeds.py`` (this test's code path, one run per seed): best-epoch AP
+0.690 / 0.555 / 0.781 / 0.766 / 0.540 / 0.777 (min 0.54), AUROC
+0.841 / 0.810 / 0.794 / 0.825 / 0.762 / 0.794 (min 0.76); untrained AP 0 at every seed,
+untrained AUROC 0.32–0.70 (an untrained map's maximum already ranks cases somewhat: brighter studies
+give higher maxima), so the lesion-level AP — which needs the map to point at the lesion — is the
+contrast asserted. Seed 3 (the one used here) at 1 thread instead of 2, a different reduction
+order: AP 0.741, AUROC 0.825 (0.766 / 0.825 at 2 threads). The thresholds (AP ≥ 0.40, AUROC ≥ 0.70)
+sit 0.14 and 0.06 below the worst seed.
+
+Why 24 epochs: this test first ran 8 epochs, tuned on one machine to AP 0.46–0.53. Lesion-level AP
+only appears after epoch 5–13, depending on the seed, so 8 epochs sat on that edge. A different float
+reduction order (thread count, another CPU's kernels) flipped it: CI measured AP 0.16, and at 8 epochs
+5 of the 6 seeds above give AP 0.
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ SETTINGS = {
         "classifier": {"crop": [4, 16, 16], "widths": [4, 8], "hidden": 8},
     },
     "phase1": {
-        "epochs": 8,
+        "epochs": 24,
         "batch_size": 8,
         "crops_per_case": 4,
         "crop": [8, 32, 32],
@@ -42,7 +55,7 @@ SETTINGS = {
 
 
 @pytest.mark.slow
-def test_phase1_training_reaches_a_validation_auroc_the_untrained_network_does_not(tmp_path):
+def test_phase1_training_reaches_a_validation_ap_the_untrained_network_does_not(tmp_path):
     torch.manual_seed(0)  # the networks' initialisation must not depend on which tests ran before
     write_cohort(tmp_path / "train", 24, site="A", seed=21)
     write_cohort(tmp_path / "val", 16, site="A", seed=22)
@@ -58,5 +71,5 @@ def test_phase1_training_reaches_a_validation_auroc_the_untrained_network_does_n
     _, metadata = load_model(Trainer(config, tmp_path / "run").run("1"))
     trained = metadata.metrics["phase1_validation"]
     report = f"trained {trained}, untrained {untrained}"
-    assert trained["auroc"] >= 0.80 and trained["ap"] >= 0.30, report
-    assert untrained["ap"] <= 0.10 and untrained["auroc"] <= trained["auroc"] - 0.10, report
+    assert trained["ap"] >= 0.40 and trained["auroc"] >= 0.70, report
+    assert untrained["ap"] <= 0.10 and trained["ap"] >= untrained["ap"] + 0.35, report
