@@ -12,7 +12,13 @@ from conftest import FINDING_0000_ADC_IJK, FINDING_0000_LPS, FINDING_0000_T2_IJK
 
 from LesionAILib.geometry import Grid, aligned_grid, lps_to_ras, ras_to_lps
 from LesionAILib.preprocessing.pipeline import IntensityConfig, PreprocessConfig, normalise, preprocess, to_t2_grid
-from LesionAILib.preprocessing.resampling import field_of_view, resample_image_with_fov, resample_sitk
+from LesionAILib.preprocessing.resampling import (
+    field_of_view,
+    lattice_steps,
+    resample_image_with_fov,
+    resample_sitk,
+    sample_on_lattice,
+)
 
 
 def _rotation(angles_deg) -> np.ndarray:
@@ -101,6 +107,77 @@ def test_nearest_resampling_keeps_labels_and_lands_a_voxel_where_its_centre_is()
         hits = np.argwhere(out == 7)
         centre_in_source = source.lps_to_index(target.index_to_lps(hits.mean(0)))
         np.testing.assert_allclose(centre_in_source, (4, 10, 12), atol=0.3)
+
+
+def _sitk_on(image: sitk.Image, grid: Grid, interpolator: int) -> np.ndarray:
+    resampled = sitk.Resample(
+        image, grid.reference_image(), sitk.Transform(), interpolator, float("nan"), sitk.sitkFloat32
+    )
+    return sitk.GetArrayFromImage(resampled)
+
+
+_ORDERS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline, "nearest": sitk.sitkNearestNeighbor}
+
+
+@pytest.mark.parametrize("order", sorted(_ORDERS))
+def test_a_grid_on_the_source_lattice_is_copied_with_the_values_simpleitk_interpolates(order):
+    rotation = _rotation((12, -5, 3))
+    source = Grid((9, 13, 17), (2.5, 0.8, 0.6), (-20.0, 4.0, 11.0), rotation)
+    data = np.random.default_rng(5).integers(0, 4000, size=source.shape).astype(np.uint16)
+    image = source.apply_to(sitk.GetImageFromArray(data))
+
+    def on_lattice(start_zyx, stride_zyx, shape):
+        origin = source.index_to_lps(start_zyx)  # the target's voxel [0, 0, 0] on a source voxel centre
+        spacing = tuple(float(st * sp) for st, sp in zip(stride_zyx, source.spacing, strict=True))
+        return Grid(shape, spacing, tuple(float(v) for v in origin), rotation)
+
+    cases = [
+        # (target start in source index z, y, x; stride; shape) and the (start, step) pairs expected
+        ((0, 0, 0), (1, 1, 1), (9, 13, 17)),  # the source grid itself
+        ((-2, 3, -4), (1, 1, 1), (12, 8, 25)),  # overhangs the source before and after
+        ((-1, -3, 1), (2, 3, 2), (6, 6, 9)),  # every 2nd / 3rd source voxel, starting outside
+        ((12, 0, 0), (1, 1, 1), (3, 5, 5)),  # wholly beyond the last slice
+    ]
+    for start, stride, shape in cases:
+        grid = on_lattice(start, stride, shape)
+        steps = lattice_steps(source, grid)
+        assert steps == tuple(zip(start, stride, strict=True))
+        ours = sample_on_lattice(sitk.GetArrayViewFromImage(image), steps, shape, float("nan"))
+        expected = _sitk_on(image, grid, _ORDERS[order])
+        assert ours.dtype == np.float32 and ours.shape == shape
+        assert np.array_equal(np.isnan(ours), np.isnan(expected)), (start, stride)
+        inside = ~np.isnan(expected)
+        assert inside.any() == (start[0] < 9), "the last case lies outside, the others overlap"
+        # B-spline returns the samples only up to its prefilter's float round-off
+        np.testing.assert_allclose(ours[inside], expected[inside], atol=0.05 if order == "bspline" else 1e-3)
+
+    # not on the lattice: half a voxel off, a spacing 1.5 × the source's, a 1° turn, a flipped axis
+    assert lattice_steps(source, on_lattice((0, 0, 0.5), (1, 1, 1), (4, 4, 4))) is None
+    assert lattice_steps(source, on_lattice((0, 0, 0), (1, 1.5, 1), (4, 4, 4))) is None
+    turned = Grid((4, 4, 4), source.spacing, source.origin, rotation @ _rotation((0, 0, 1)))
+    assert lattice_steps(source, turned) is None
+    flipped = Grid((4, 4, 4), source.spacing, source.origin, rotation @ np.diag([-1.0, 1.0, 1.0]))
+    assert lattice_steps(source, flipped) is None
+
+
+@pytest.mark.realdata
+def test_prostatex_0000_t2_under_its_model_grid_is_copied_and_matches_simpleitk(case_0000):
+    for shape, spacing in (((20, 256, 256), (3.0, 0.5, 0.5)), ((20, 96, 96), (3.0, 1.0, 1.0))):
+        for order in ("linear", "bspline"):
+            prepared = preprocess(
+                case_0000, PreprocessConfig(shape=shape, spacing=spacing, interpolation=order), device="cpu"
+            )
+            assert lattice_steps(case_0000.grid("t2w"), prepared.grid) is not None
+            assert lattice_steps(case_0000.grid("adc"), prepared.grid) is None  # the DWI is interpolated
+            raw = _sitk_on(case_0000.t2w, prepared.grid, _ORDERS[order])
+            inside = ~np.isnan(raw)
+            assert np.array_equal(prepared.fov[0].numpy(), inside)
+            assert 0 < inside.sum() < inside.size  # the 20th slice lies beyond the 19-slice T2
+            applied = prepared.normalisation["t2w"]
+            clipped = np.clip(raw[inside].astype(np.float64), applied["low"], applied["high"])
+            expected = (clipped - clipped.mean()) / clipped.std()
+            np.testing.assert_allclose(prepared.channel("t2w").numpy()[inside], expected, atol=2e-4)
+            assert float(np.abs(prepared.channel("t2w").numpy()[~inside]).max()) == 0.0
 
 
 @pytest.mark.realdata

@@ -8,9 +8,16 @@ cubic B-spline):
   (its default): resample each scan to the spacing, centre-crop/pad, resample to the first scan.
   It does not normalise intensities.
 * **LesionAI** ``preprocess`` with ``interpolation`` ``"linear"`` / ``"bspline"``: one SimpleITK
-  pass per series straight into the T2-aligned grid, field of view, per-role normalisation.
+  pass per series straight into the T2-aligned grid, field of view, per-role normalisation. On
+  this case the grid lies on the T2's lattice, so the T2 is copied, not interpolated
+  (``resampling.lattice_steps``); ADC and high-b are resampled.
+* **LesionAI, T2 interpolated too**: the same steps with every series resampled — what a study
+  whose T2 spacing the model grid is not a multiple of costs (same voxel counts).
 * **SimpleITK floor**: one plain ``sitk.Resample`` per series onto the same grid at the same order,
   nothing else — what any implementation that resamples the three series once must spend.
+* **SimpleITK floor with our shortcut**: the floor, the T2 copied on its lattice instead of
+  resampled: ours / this is what normalisation and the field of view cost on top of the least
+  work that gives the same voxels.
 
 The repeats are interleaved (every round runs every arm once, in a rotated order), so load from
 other processes hits all arms alike; ratios are also given per round (paired). Then: where our
@@ -42,9 +49,15 @@ import torch  # noqa: E402
 from common import ROOT, machine, peak_rss_mb, print_table, require_shared  # noqa: E402
 
 from LesionAILib.atomic_io import write_json_atomic  # noqa: E402
+from LesionAILib.geometry import Grid  # noqa: E402
 from LesionAILib.preprocessing.pipeline import PreprocessConfig, _percentiles, normalise, preprocess  # noqa: E402
 from LesionAILib.preprocessing.pipeline import target_grid as model_grid  # noqa: E402
-from LesionAILib.preprocessing.resampling import resample_sitk, resample_sitk_image  # noqa: E402
+from LesionAILib.preprocessing.resampling import (  # noqa: E402
+    lattice_steps,
+    resample_sitk_image,
+    resample_sitk_into,
+    sample_on_lattice,
+)
 from LesionAILib.studies.dicom_study import open_dicom_study  # noqa: E402
 
 SHAPE, SPACING = (20, 256, 256), (3.0, 0.5, 0.5)
@@ -68,6 +81,29 @@ def sitk_floor_once(case, reference: sitk.Image, interpolator: int) -> None:
         sitk.Resample(case.image(role), reference, sitk.Transform(), interpolator, 0.0, sitk.sitkFloat32)
 
 
+def same_shortcut_floor_once(case, reference: sitk.Image, grid: Grid, interpolator: int) -> None:
+    """The floor, taking LesionAI's shortcut: a series whose lattice the grid lies on is copied, not resampled."""
+    for role in ROLES:
+        steps = lattice_steps(case.grid(role), grid)
+        if steps is not None:
+            sample_on_lattice(sitk.GetArrayViewFromImage(case.image(role)), steps, grid.shape, 0.0)
+        else:
+            sitk.Resample(case.image(role), reference, sitk.Transform(), interpolator, 0.0, sitk.sitkFloat32)
+
+
+def ours_interpolated_once(case, config: PreprocessConfig) -> None:
+    """LesionAI's CPU steps with every series resampled, the T2 included: what a study whose T2
+    lattice the model grid does not lie on (another spacing) costs, on this case's voxel counts."""
+    grid = model_grid(case.grid("t2w"), config)
+    image = np.empty((len(config.roles), *grid.shape), np.float32)
+    fov = np.empty((len(config.roles), *grid.shape), bool)
+    for index, role in enumerate(config.roles):
+        resampled = resample_sitk_image(case.image(role), grid, config.interpolation, default=float("nan"))
+        values = sitk.GetArrayViewFromImage(resampled)
+        inside = np.equal(values, values, out=fov[index])
+        normalise(values, inside, config.intensity[role], out=image[index])
+
+
 def breakdown_once(case, config: PreprocessConfig) -> dict[str, float]:
     """Seconds per step of LesionAI's CPU path, running the steps ``preprocess`` runs, one by one."""
     clock = time.perf_counter
@@ -78,10 +114,9 @@ def breakdown_once(case, config: PreprocessConfig) -> dict[str, float]:
     fov = np.empty((len(config.roles), *grid.shape), bool)
     for index, role in enumerate(config.roles):
         t0 = clock()
-        resampled = resample_sitk_image(case.image(role), grid, config.interpolation, default=float("nan"))
-        values = sitk.GetArrayViewFromImage(resampled)
+        values, _keep = resample_sitk_into(case.image(role), grid, config.interpolation, image[index])
         t1 = clock()
-        inside = np.logical_not(np.isnan(values, out=fov[index]), out=fov[index])
+        inside = np.equal(values, values, out=fov[index])
         t2 = clock()
         intensity = config.intensity[role]
         if intensity.method == "robust_zscore":
@@ -102,13 +137,20 @@ def breakdown_once(case, config: PreprocessConfig) -> dict[str, float]:
 
 def arms(case, gpu: bool) -> dict[str, tuple[str, str, object]]:
     """name → (order, device, zero-argument callable) for every timed arm."""
-    reference = model_grid(case.grid("t2w"), PreprocessConfig(shape=SHAPE, spacing=SPACING)).reference_image()
+    grid = model_grid(case.grid("t2w"), PreprocessConfig(shape=SHAPE, spacing=SPACING))
+    reference = grid.reference_image()
     table = {}
     for order, interpolator in ORDERS.items():
         config = PreprocessConfig(shape=SHAPE, spacing=SPACING, interpolation=order)
         table[f"picai-{order}"] = (order, "cpu", lambda i=interpolator: picai_prep_once(case, i))
         table[f"ours-{order}"] = (order, "cpu", lambda c=config: preprocess(case, c, device="cpu"))
+        table[f"interpolated-{order}"] = (order, "cpu", lambda c=config: ours_interpolated_once(case, c))
         table[f"floor-{order}"] = (order, "cpu", lambda i=interpolator: sitk_floor_once(case, reference, i))
+        table[f"shortcut-floor-{order}"] = (
+            order,
+            "cpu",
+            lambda i=interpolator: same_shortcut_floor_once(case, reference, grid, i),
+        )
         if gpu:
             table[f"cuda-{order}"] = (order, "cuda", lambda c=config: preprocess(case, c, device="cuda"))
     table["torch-cpu-linear"] = (
@@ -166,7 +208,7 @@ def accuracy(case, cache: Path, fresh: bool) -> list[dict]:
             image = case.image(role)
             references = {name: resample_sitk_image_with(image, grid, i) for name, i in REFERENCES.items()}
             for order in ORDERS:
-                ours = resample_sitk(image, grid, order, default=float("nan"))
+                ours = resample_sitk_into(image, grid, order, np.empty(grid.shape, np.float32))[0].copy()
                 for name, reference in references.items():
                     inside = ~np.isnan(ours) & ~np.isnan(reference)
                     error = ours[inside].astype(np.float64) - reference[inside]
@@ -231,7 +273,9 @@ def main() -> None:
         for name, label in (
             (f"picai-{order}", f"picai-prep Sample.preprocess ({ORDER_NAMES[order]}, 2 passes)"),
             (f"ours-{order}", f"LesionAI preprocess ({ORDER_NAMES[order]}: 1 SimpleITK pass + normalise)"),
+            (f"interpolated-{order}", "LesionAI's steps with the T2 interpolated too (a T2 off the grid's lattice)"),
             (f"floor-{order}", f"SimpleITK floor (1 plain Resample per series, {ORDER_NAMES[order]})"),
+            (f"shortcut-floor-{order}", "SimpleITK floor with the T2 copied on its lattice (our shortcut)"),
             (f"cuda-{order}", f"LesionAI preprocess (torch {ORDER_NAMES[order]}, incl. host→device copy)"),
         ):
             if name in times:
@@ -254,6 +298,14 @@ def main() -> None:
     for order in ORDERS:
         print(f"  {order}: picai-prep / ours = {paired(times[f'picai-{order}'], times[f'ours-{order}'])}")
         print(f"  {order}: ours / SimpleITK floor = {paired(times[f'ours-{order}'], times[f'floor-{order}'])}")
+        print(
+            f"  {order}: ours with the T2 interpolated / SimpleITK floor = "
+            f"{paired(times[f'interpolated-{order}'], times[f'floor-{order}'])}"
+        )
+        print(
+            f"  {order}: ours / floor with the same T2 shortcut = "
+            f"{paired(times[f'ours-{order}'], times[f'shortcut-floor-{order}'])}"
+        )
 
     print("\nwhere LesionAI's CPU time goes (the same steps run one by one; ms, median ± sample std):")
     table = [[step] + [summary(breakdown[order][step]) for order in ORDERS] for step in breakdown["linear"]]
@@ -271,6 +323,11 @@ def main() -> None:
     print(f"\npeak RSS of the process: {peak_rss_mb():.0f} MB; this run took {time.perf_counter() - wall:.0f} s")
     median = {name: statistics.median(values) for name, values in times.items()}
     floor_ratio = max(median[f"ours-{o}"] / median[f"floor-{o}"] for o in ORDERS)
+    shortcut_ratio = max(median[f"ours-{o}"] / median[f"shortcut-floor-{o}"] for o in ORDERS)
+    print(
+        f"ours / SimpleITK floor that also copies the T2 (normalisation and field-of-view overhead), "
+        f"worse order: {shortcut_ratio:.2f}"
+    )
     print(
         f"speedup_linear_vs_picai_prep={median['picai-linear'] / median['ours-linear']:.2f} "
         f"speedup_bspline_vs_picai_prep={median['picai-bspline'] / median['ours-bspline']:.2f} "

@@ -34,7 +34,7 @@ from LesionAILib.preprocessing.percentiles import percentiles
 from LesionAILib.preprocessing.resampling import (
     resample_image_with_fov,
     resample_sitk,
-    resample_sitk_image,
+    resample_sitk_into,
     resample_torch,
 )
 from LesionAILib.studies.case import Case
@@ -207,6 +207,14 @@ def _zero_outside(out, inside, outside: np.ndarray | None = None):
     return torch.where(inside, out, torch.zeros((), dtype=out.dtype, device=out.device))
 
 
+def _sum_of_squares(volume) -> float:
+    """Σ volume² as a Python float; on numpy one BLAS dot product per slice (no temporary volume)."""
+    if not isinstance(volume, np.ndarray):
+        return float((volume * volume).sum())
+    rows = volume.reshape(volume.shape[0], -1) if volume.ndim > 1 else volume.reshape(1, -1)
+    return sum(float(np.dot(row, row)) for row in rows)
+
+
 def normalise(
     volume, inside, config: IntensityConfig, out: np.ndarray | None = None
 ) -> tuple[np.ndarray | torch.Tensor, dict]:
@@ -251,7 +259,7 @@ def normalise(
         _zero_outside(out, inside, outside)
     else:
         out *= inside
-    std = max(float((out * out).sum() / count) ** 0.5, 1e-6 * max(abs(high), 1.0))
+    std = max((_sum_of_squares(out) / count) ** 0.5, 1e-6 * max(abs(high), 1.0))
     out /= std
     return out, {"low": low, "high": high, "mean": mean, "std": std}
 
@@ -286,11 +294,11 @@ def preprocess(
     gpu_channels, gpu_fov, parameters = [], [], {}
     for index, role in enumerate(config.roles):
         if on_cpu and backend in ("auto", "sitk"):
-            # one SimpleITK pass; NaN marks "outside" (ITK's inside rule), and normalisation reads the
-            # resampled buffer in place and writes straight into the output slot: no copy of a volume
-            resampled = resample_sitk_image(case.image(role), grid, config.interpolation, default=float("nan"))
-            values = sitk.GetArrayViewFromImage(resampled)
-            inside = np.logical_not(np.isnan(values, out=fov[index]), out=fov[index])
+            # one SimpleITK pass (NaN marks "outside", ITK's inside rule) read in place, or, where the
+            # grid lies on the series' lattice (the T2 under its aligned grid), the samples copied
+            # into the output slot: every interpolator returns them there
+            values, _keep = resample_sitk_into(case.image(role), grid, config.interpolation, image[index])
+            inside = np.equal(values, values, out=fov[index])  # False exactly at NaN
             parameters[role] = normalise(values, inside, config.intensity[role], out=image[index])[1]
             continue
         resampled, inside = resample_image_with_fov(case.image(role), grid, config.interpolation, device, backend)

@@ -10,6 +10,9 @@ half a voxel, clamped to the edge value by ITK's linear interpolator, mirrored b
 one), outside it the value is ``default``.
 
 * :func:`resample_sitk` — SimpleITK's multi-threaded C++ resampler; the fastest path on a CPU.
+* :func:`lattice_steps` / :func:`sample_on_lattice` — when every target voxel centre is a source
+  voxel centre (the T2 under its own aligned model grid), every interpolator returns the samples
+  themselves: array slicing gives the same values without interpolating.
 * :func:`resample_torch` — ``torch.nn.functional.grid_sample`` on an affine sampling grid built
   from the two geometries (B-spline: :mod:`LesionAILib.preprocessing.bspline`); the path for CUDA
   (and identical code on CPU).
@@ -129,6 +132,87 @@ def resample_torch(
     return sampled[0] if squeeze else sampled
 
 
+# How far (in source voxels, anywhere on the target grid) a target voxel centre may sit from a source
+# voxel centre for :func:`lattice_steps` to treat the two as coinciding. An interpolator evaluated
+# that close to a sample returns the sample to within this fraction of the local contrast.
+LATTICE_TOLERANCE = 1e-5
+
+
+def lattice_steps(
+    source: Grid, target: Grid, tolerance: float = LATTICE_TOLERANCE
+) -> tuple[tuple[int, int], ...] | None:
+    """Whether every target voxel centre is a source voxel centre; if so, where and how far apart.
+
+    True when the two grids share their axes (no rotation or flip between them), the target
+    spacing is a whole multiple of the source spacing on every axis, and the target origin lies on
+    a source voxel centre — e.g. LesionAI's T2-aligned model grid (:func:`~LesionAILib.geometry.aligned_grid`
+    with ``snap=True``) over the T2 it was aligned to, at the T2's own spacing or a multiple of it.
+    Then any interpolating resampler (trilinear, cubic B-spline, nearest) returns the source samples
+    themselves, and :func:`sample_on_lattice` gives that result by array slicing.
+
+    Returns:
+        per array axis (Z, Y, X): ``(start, step)``, the source index of target index 0 and the source
+        index step per target voxel (``step`` ≥ 1); or None when some target voxel centre lies more
+        than ``tolerance`` source voxels off the source lattice.
+    """
+    affine = source_index_affine(source, target)  # x, y, z order
+    linear, offset = affine[:3, :3], affine[:3, 3]
+    steps, starts = np.rint(np.diag(linear)), np.rint(offset)
+    if np.any(steps < 1):
+        return None
+    last = np.asarray(target.size_xyz, dtype=np.float64) - 1
+    off_diagonal = np.abs(linear - np.diag(np.diag(linear)))
+    # the continuous index is affine in the target index, so its largest distance from the lattice
+    # point start + step · index is bounded by the corner sum below
+    deviation = np.abs(offset - starts) + np.abs(np.diag(linear) - steps) * last + off_diagonal @ last
+    if np.any(deviation > tolerance):
+        return None
+    return tuple((int(starts[axis]), int(steps[axis])) for axis in (2, 1, 0))
+
+
+def sample_on_lattice(
+    array: np.ndarray,
+    steps: tuple[tuple[int, int], ...],
+    shape: tuple[int, int, int],
+    default: float = 0.0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Resample ``array`` [Z, Y, X] (any real dtype) onto a grid that lies on its lattice, by slicing.
+
+    Args:
+        array: the source voxels, [Z, Y, X].
+        steps: :func:`lattice_steps` of the source and target grids.
+        shape: the target grid's [Z, Y, X] shape.
+        default: the value of target voxels whose centre is not a source voxel (outside the source:
+            ITK's inside rule, continuous index in [-0.5, n - 0.5), keeps exactly the lattice points
+            0 … n - 1).
+        out: float32 [Z, Y, X] of ``shape`` to write into (default a new array).
+
+    Returns:
+        float32 [Z, Y, X]: what SimpleITK's resampler returns at any interpolation order, up to
+        :data:`LATTICE_TOLERANCE` of the local contrast.
+    """
+    out = np.empty(shape, np.float32) if out is None else out
+    target_slices, source_slices = [], []
+    for (start, step), n_target, n_source in zip(steps, shape, array.shape, strict=True):
+        first = max(0, -(start // step))  # the first target index whose source index is ≥ 0
+        stop = max(first, min(n_target, (n_source - 1 - start) // step + 1))  # … and ≤ n_source - 1
+        if stop == first:
+            out.fill(default)
+            return out
+        target_slices.append(slice(first, stop))
+        source_slices.append(slice(start + step * first, start + step * (stop - 1) + 1, step))
+    inner = tuple(target_slices)
+    # the default around the copied block: for each axis, the slabs before and after it
+    for axis, block in enumerate(target_slices):
+        head = tuple(target_slices[:axis]) + (slice(0, block.start),)
+        tail = tuple(target_slices[:axis]) + (slice(block.stop, None),)
+        out[head] = default
+        out[tail] = default
+    np.copyto(out[inner], array[tuple(source_slices)], casting="unsafe")
+    return out
+
+
 def resample_sitk_image(image: sitk.Image, target: Grid, mode: str = "linear", default: float = 0.0) -> sitk.Image:
     """Resample a SimpleITK image onto ``target`` in one pass (SimpleITK, multi-threaded C++): a float32 image.
 
@@ -146,6 +230,27 @@ def resample_sitk_image(image: sitk.Image, target: Grid, mode: str = "linear", d
     resampler.SetDefaultPixelValue(float(default))
     resampler.SetOutputPixelType(sitk.sitkFloat32)
     return resampler.Execute(image)
+
+
+def resample_sitk_into(
+    image: sitk.Image, target: Grid, mode: str, out: np.ndarray
+) -> tuple[np.ndarray, sitk.Image | None]:
+    """``image`` on ``target`` with NaN outside, the way preprocessing's CPU path takes it.
+
+    When ``target`` lies on the image's lattice (:func:`lattice_steps`) the samples are copied into
+    ``out`` (float32 [Z, Y, X] of ``target.shape``) and ``out`` is returned; otherwise one SimpleITK
+    pass (:func:`resample_sitk_image`) and a read-only view of its buffer, ``out`` untouched.
+
+    Returns:
+        ``(values, keep)``: float32 [Z, Y, X] values, NaN where the image does not cover the voxel,
+        and the SimpleITK image that owns them (None when they are ``out``); keep it referenced
+        while ``values`` is used.
+    """
+    steps = lattice_steps(Grid.from_image(image), target)
+    if steps is not None:
+        return sample_on_lattice(sitk.GetArrayViewFromImage(image), steps, target.shape, np.nan, out), None
+    resampled = resample_sitk_image(image, target, mode, default=float("nan"))
+    return sitk.GetArrayViewFromImage(resampled), resampled
 
 
 def resample_sitk(image: sitk.Image, target: Grid, mode: str = "linear", default: float = 0.0) -> np.ndarray:
@@ -185,4 +290,3 @@ def resample_image_with_fov(
     volume = torch.as_tensor(np.ascontiguousarray(array), device=device)
     source = Grid.from_image(image)
     return resample_torch(volume, source, target, mode), field_of_view(source, target, device)
-
