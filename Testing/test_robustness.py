@@ -77,6 +77,34 @@ def test_regions_that_touch_on_the_t2_lattice_are_separated_lower_probability_lo
     assert (regions.labels == 2).sum() > 0
 
 
+def test_separation_and_largest_part_computed_in_a_box_equal_the_whole_volume_computation():
+    # the box-limited steps against scipy on the whole volume, on random regions that reach the borders
+    from LesionAILib.inference.candidate_regions import _away_from, _largest_component
+
+    rng = np.random.default_rng(11)
+    structure = np.ones((3, 3, 3), bool)
+    checked = 0
+    for _ in range(40):
+        shape = tuple(int(n) for n in rng.integers(4, 14, size=3))
+        claimed = ndimage.binary_dilation(rng.random(shape) < 0.02, iterations=int(rng.integers(0, 2)))
+        start = rng.integers(0, np.asarray(shape) - 1)
+        stop = start + rng.integers(1, np.asarray(shape) - start + 1)
+        region = np.zeros(shape, bool)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
+        region[box] = rng.random(tuple(int(b - a) for a, b in zip(start, stop, strict=True))) < 0.5
+        if not region.any():
+            continue
+        expected = region & ~ndimage.binary_dilation(claimed, structure=structure)
+        np.testing.assert_array_equal(_away_from(region, claimed), expected)
+        parts, count = ndimage.label(region, structure=structure)
+        sizes = np.bincount(parts.ravel())[1:]
+        largest = _largest_component(region)
+        assert largest.sum() == sizes.max() and count >= 1
+        assert np.array_equal(largest, region) if count == 1 else np.array_equal(largest, parts == 1 + np.argmax(sizes))
+        checked += 1
+    assert checked >= 30
+
+
 def test_candidate_outside_the_t2_volume_is_dropped_and_named():
     wide = Grid((6, 8, 8), (3.0, 1.0, 1.0), (0.0, 0.0, -9.0), IDENTITY)  # three slices below the T2 volume
     labels = np.zeros(wide.shape, np.int32)

@@ -33,7 +33,7 @@ from LesionAILib.geometry import Grid, aligned_grid
 from LesionAILib.preprocessing.percentiles import percentiles
 from LesionAILib.preprocessing.resampling import (
     resample_image_with_fov,
-    resample_sitk,
+    resample_sitk_image,
     resample_sitk_into,
     resample_torch,
 )
@@ -347,6 +347,7 @@ def to_t2_grid(
         backend = "sitk" if tensor.device.type == "cpu" else "torch"
     if backend == "torch":
         array = resample_torch(tensor.to(torch.float32), source, t2_grid, mode).cpu().numpy()
-    else:
-        array = resample_sitk(source.image_from_array(tensor.detach().cpu().numpy().astype(np.float32)), t2_grid, mode)
-    return t2_grid.image_from_array(array.astype(np.float32))
+        return t2_grid.image_from_array(array.astype(np.float32, copy=False))
+    # SimpleITK writes its float32 output straight onto the T2 geometry: no array round trip
+    on_source = source.image_from_array(np.asarray(tensor.detach().cpu().numpy(), dtype=np.float32))
+    return resample_sitk_image(on_source, t2_grid, mode)
