@@ -8,7 +8,9 @@ The pipeline, one visible function (:func:`preprocess`):
 2. **Resampling** of every role into that grid in physical space, in one pass from the source
    series (images: trilinear by default or cubic B-spline, :attr:`PreprocessConfig.interpolation`;
    label maps: nearest) — SimpleITK on a CPU, torch on CUDA; both agree to 1e-3 (linear) and to
-   float32 rounding (B-spline).
+   float32 rounding (B-spline). On a CPU a series whose lattice the grid lies on (the T2 under its
+   snapped grid, when the grid spacing is a multiple of the T2's) is copied, not interpolated:
+   every interpolator returns its samples there (:func:`~LesionAILib.preprocessing.resampling.lattice_steps`).
 3. **Intensity normalisation** per role (:class:`IntensityConfig`): T2 and high-b robust z-score
    (clip to percentiles — 0.5/99.5 for T2, 0.5/99.9 for high-b — then standardise); ADC on its
    physical scale (µm²/s × 10⁻³, so normal peripheral zone ≈ 1.6–2.0), because ADC is quantitative
